@@ -71,7 +71,11 @@
 #![forbid(unsafe_code)]
 
 pub mod entropy;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
+pub mod http;
 pub mod id;
 pub mod limits;
 

@@ -1,0 +1,179 @@
+//! Fuzz target bodies, shared by the cargo-fuzz crate (`fuzz/`) and the tests.
+//!
+//! Each target takes arbitrary bytes, drives one machine, and panics on any
+//! broken invariant. The cargo-fuzz targets are one-line calls into these, so
+//! stable `cargo test` replays the committed seeds through the same code.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::Limits;
+use crate::handshake::{HelloDecoder, VerdictDecoder};
+use crate::http::{Decoder, Frame, FrameError, Method, RequestInfo, Role};
+
+/// A decoded frame with body bytes owned, so runs with different splits can be compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A head's raw bytes (request, or final response).
+    Head(Bytes),
+    /// An interim response head's raw bytes.
+    Interim(Bytes),
+    /// Body bytes (adjacent bodies merged).
+    Body(Vec<u8>),
+    /// End of a message.
+    End(bool),
+    /// Protocol switch.
+    Switched,
+}
+
+/// Everything a decoder produced from one input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Frames in order, adjacent bodies merged.
+    pub events: Vec<Event>,
+    /// The error that stopped decoding, if any.
+    pub error: Option<FrameError>,
+    /// Bytes the frames account for.
+    pub consumed: usize,
+}
+
+/// Feeds `input` to a decoder in pieces cut at `cuts`, decoding after each piece, then signals EOF.
+///
+/// After each `End` it readies the decoder for the next message, as a
+/// connection would. Panics if a call consumed bytes without a frame, if the
+/// frames do not account for exactly the bytes consumed, if an error is not
+/// sticky, or if the buffer ever holds more than the input.
+pub fn run_decoder(role: Role, req: RequestInfo, limits: &Limits, input: &[u8], cuts: &[usize]) -> Outcome {
+    let mut dec = match role {
+        Role::Request => Decoder::request(limits),
+        Role::Response => Decoder::response(limits, req),
+    };
+    let mut out = Outcome { events: Vec::new(), error: None, consumed: 0 };
+    let mut buf = BytesMut::new();
+    let mut fed = 0;
+    let mut points: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
+    points.push(input.len());
+    points.sort_unstable();
+    for (i, &point) in points.iter().enumerate() {
+        buf.extend_from_slice(&input[fed..point.max(fed)]);
+        fed = point.max(fed);
+        let eof = i == points.len() - 1;
+        loop {
+            let before = buf.len();
+            let result = if eof { dec.decode_eof(&mut buf) } else { dec.decode(&mut buf) };
+            match result {
+                Ok(Some(frame)) => {
+                    let used = before - buf.len();
+                    out.consumed += used;
+                    let len = record(&mut out.events, frame, &mut dec, req);
+                    assert_eq!(used, len, "frame does not account for the bytes it consumed");
+                    if out.events.last() == Some(&Event::Switched) {
+                        return out;
+                    }
+                }
+                Ok(None) => {
+                    assert_eq!(buf.len(), before, "decode consumed bytes without a frame");
+                    break;
+                }
+                Err(e) => {
+                    assert_eq!(dec.decode(&mut buf), Err(e), "errors are sticky");
+                    out.error = Some(e);
+                    return out;
+                }
+            }
+            assert!(buf.len() <= input.len());
+        }
+    }
+    out
+}
+
+fn record(events: &mut Vec<Event>, frame: Frame, dec: &mut Decoder, req: RequestInfo) -> usize {
+    let (event, len) = match frame {
+        Frame::Head(h) => (Event::Head(h.raw().clone()), h.raw().len()),
+        Frame::Interim(h) => (Event::Interim(h.raw().clone()), h.raw().len()),
+        Frame::Body(b) => {
+            assert!(!b.is_empty(), "empty body frame");
+            if let Some(Event::Body(prev)) = events.last_mut() {
+                prev.extend_from_slice(&b);
+                return b.len();
+            }
+            (Event::Body(b.to_vec()), b.len())
+        }
+        Frame::End { keep_alive } => {
+            match dec.role() {
+                Role::Request => dec.reset(),
+                Role::Response => dec.expect_response(req),
+            }
+            (Event::End(keep_alive), 0)
+        }
+        Frame::Switched => (Event::Switched, 0),
+    };
+    events.push(event);
+    len
+}
+
+/// Small limits so that arbitrary inputs reach them.
+pub fn small_limits() -> Limits {
+    Limits { max_request_line: 64, max_head: 256, max_headers: 8, max_chunk_line: 32, ..Limits::default() }
+}
+
+/// Fuzz target `framing`: both decoders on arbitrary bytes, whole and split, must agree.
+///
+/// Byte 0 picks the role, the request the response answers, and the limits;
+/// bytes 1..4 pick up to three cut points; the rest is the input.
+pub fn framing(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else { return };
+    let (cut_bytes, input) = rest.split_at(rest.len().min(3));
+    let role = if flags & 1 == 0 { Role::Request } else { Role::Response };
+    let method = [Method::Get, Method::Head, Method::Connect, Method::Other][usize::from(flags >> 1 & 3)];
+    let req = RequestInfo { method, upgrade: flags & 8 != 0, keep_alive: flags & 16 != 0 };
+    let limits = if flags & 32 != 0 { small_limits() } else { Limits::default() };
+    let cuts: Vec<usize> = cut_bytes.iter().map(|&c| usize::from(c) * input.len() / 255).collect();
+    let whole = run_decoder(role, req, &limits, input, &[]);
+    let split = run_decoder(role, req, &limits, input, &cuts);
+    let bytewise: Vec<usize> = (0..input.len()).collect();
+    let tiny = run_decoder(role, req, &limits, input, &bytewise);
+    assert_eq!(whole, split, "splits changed the result");
+    assert_eq!(whole, tiny, "byte-at-a-time changed the result");
+}
+
+/// Fuzz target `handshake`: the hello and verdict decoders on arbitrary bytes, whole and split.
+///
+/// The result, and the bytes left for the tunnel after a complete line, must not depend on the split.
+pub fn handshake(data: &[u8]) {
+    let Some((&cut, input)) = data.split_first() else { return };
+    let (a, b) = input.split_at(usize::from(cut) * input.len() / 255);
+    let limits = Limits::default();
+    let now = std::time::Instant::now();
+    for legacy in [false, true] {
+        let run = |pieces: &[&[u8]]| {
+            let mut dec = HelloDecoder::new(now, &limits, legacy);
+            let mut buf = BytesMut::new();
+            let mut result = Ok(None);
+            for piece in pieces {
+                buf.extend_from_slice(piece);
+                if result == Ok(None) {
+                    result = dec.decode(&mut buf);
+                }
+            }
+            assert!(buf.len() <= input.len());
+            (result, buf)
+        };
+        let whole = run(&[input]);
+        let split = run(&[a, b]);
+        assert_eq!(whole.0, split.0, "splits changed the handshake result");
+        if let Ok(Some(_)) = whole.0 {
+            assert_eq!(whole.1, split.1, "splits changed the bytes left after the line");
+        }
+    }
+    let mut whole = BytesMut::from(input);
+    let mut split = BytesMut::from(a);
+    let mut dec = VerdictDecoder::new(&limits);
+    let first = dec.decode(&mut whole);
+    let mut dec = VerdictDecoder::new(&limits);
+    let mut second = dec.decode(&mut split);
+    if second == Ok(None) {
+        split.extend_from_slice(b);
+        second = dec.decode(&mut split);
+    }
+    assert_eq!(first, second, "splits changed the verdict");
+}
