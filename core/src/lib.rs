@@ -78,5 +78,6 @@ pub mod handshake;
 pub mod http;
 pub mod id;
 pub mod limits;
+pub mod route;
 
 pub use limits::Limits;
