@@ -177,3 +177,38 @@ pub fn handshake(data: &[u8]) {
     }
     assert_eq!(first, second, "splits changed the verdict");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    /// The committed seeds of one fuzz target (`fuzz/seeds/<target>`), each with its file name.
+    fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(target);
+        let mut out: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| {
+                let path = entry.unwrap().path();
+                (path.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&path).unwrap())
+            })
+            .collect();
+        out.sort();
+        assert!(!out.is_empty(), "no seeds in {}", dir.display());
+        out
+    }
+
+    #[test]
+    fn framing_seeds_replay() {
+        for (name, data) in seeds("framing") {
+            println!("{name}");
+            super::framing(&data);
+        }
+    }
+
+    #[test]
+    fn handshake_seeds_replay() {
+        for (_, data) in seeds("handshake") {
+            super::handshake(&data);
+        }
+    }
+}
