@@ -147,7 +147,7 @@ impl Head {
         }
     }
 
-    /// Parses a complete head (as found by [`HeadScan`]) and applies the framing rules of `role`.
+    /// Parses a complete head (blank line included) and applies the framing rules of `role`.
     pub fn parse(raw: Bytes, role: Role, limits: &Limits) -> Result<Head, FrameError> {
         let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
         let slots = &mut slots[..limits.header_slots()];
