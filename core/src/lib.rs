@@ -24,6 +24,7 @@
 //! | [`handshake`] | the tunnel port's `<id> <token>\n` line and its verdict line |
 //! | [`http`] | HTTP/1.1 message framing in both directions, strict on ambiguity, streaming bodies |
 //! | [`route`] | which of register / landing / status / proxy a visitor's request is |
+//! | [`hub`] | the server's control machine: registrations, hellos, visitor checkouts, deadlines |
 //! | [`pool`] | one tunnel's connections: exclusive round-robin leases and a bounded FIFO of waiting requests |
 //! | [`registry`] | the server's tunnels: names, tokens, presence, offline grace |
 //!
@@ -74,6 +75,7 @@
 
 pub mod entropy;
 pub mod handshake;
+pub mod hub;
 pub mod id;
 pub mod limits;
 pub mod pool;
