@@ -510,9 +510,11 @@ impl Sim {
         let earliest = live.iter().flatten().copied().chain(expiries).min();
         assert_eq!(earliest, self.model.next_deadline());
         assert_eq!(self.hub.poll_timeout(), earliest, "poll_timeout is not the earliest live deadline");
-        if step.op == Op::Timeout {
-            assert!(self.hub.poll_timeout().is_none_or(|d| d > now), "poll_timeout not after handle_timeout");
-        }
+        // Every entry point settles what is due, so this holds after any step, not only after handle_timeout.
+        assert!(
+            self.hub.poll_timeout().is_none_or(|d| d > now),
+            "poll_timeout not after {step:?} at {now:?}"
+        );
         assert_eq!(self.hub.tunnel_count(), self.model.tunnels.len());
         for (id, t) in &self.model.tunnels {
             let s = self.hub.tunnel_status(now, id).expect("model tunnel missing from hub");
