@@ -59,6 +59,19 @@ pub struct ServerConfig {
     pub legacy_handshake: bool,
 }
 
+impl Default for ServerConfig {
+    /// SPEC §2 and §8 defaults: path mode, plain http, tunnel port 62322, no legacy handshakes.
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            domain: None,
+            secure: false,
+            tunnel_port: 62322,
+            legacy_handshake: false,
+        }
+    }
+}
+
 /// A registration request, already routed and validated by the adapter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterRequest {
@@ -612,6 +625,7 @@ mod tests {
     const SEC: Duration = Duration::from_secs(1);
 
     fn cfg() -> ServerConfig {
+        assert_eq!(ServerConfig::default().tunnel_port, 62322);
         ServerConfig {
             limits: Limits {
                 max_conn_per_tunnel: 2,
