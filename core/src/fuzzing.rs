@@ -178,6 +178,11 @@ pub fn handshake(data: &[u8]) {
     assert_eq!(first, second, "splits changed the verdict");
 }
 
+/// Fuzz target `hub_ops`: a decoded sequence of server inputs and time steps against the Hub and its model.
+pub fn hub_ops(data: &[u8]) {
+    crate::hub::fuzz_ops(data);
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

@@ -24,6 +24,9 @@
 //! | [`handshake`] | the tunnel port's `<id> <token>\n` line and its verdict line |
 //! | [`http`] | HTTP/1.1 message framing in both directions, strict on ambiguity, streaming bodies |
 //! | [`route`] | which of register / landing / status / proxy a visitor's request is |
+//! | [`hub`] | the server's control machine: registrations, hellos, visitor checkouts, deadlines |
+//! | [`pool`] | one tunnel's connections: exclusive round-robin leases and a bounded FIFO of waiting requests |
+//! | [`registry`] | the server's tunnels: names, tokens, presence, offline grace |
 //!
 //! ## Two shapes of machine
 //!
@@ -76,8 +79,11 @@ pub mod entropy;
 pub mod fuzzing;
 pub mod handshake;
 pub mod http;
+pub mod hub;
 pub mod id;
 pub mod limits;
+pub mod pool;
+pub mod registry;
 pub mod route;
 
 pub use limits::Limits;
