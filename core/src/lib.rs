@@ -22,6 +22,7 @@
 //! | --- | --- |
 //! | [`id`] | tunnel names (`adjective-color-animal`, the 4–63 rule) and ownership tokens |
 //! | [`handshake`] | the tunnel port's `<id> <token>\n` line and its verdict line |
+//! | [`backoff`] | capped exponential backoff with full jitter from the seeded [`entropy::Rng`] |
 //! | [`http`] | HTTP/1.1 message framing in both directions, strict on ambiguity, streaming bodies |
 //! | [`route`] | which of register / landing / status / proxy a visitor's request is |
 //!
@@ -70,6 +71,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod entropy;
 pub mod handshake;
 pub mod id;
