@@ -23,6 +23,7 @@
 //! | [`id`] | tunnel names (`adjective-color-animal`, the 4–63 rule) and ownership tokens |
 //! | [`handshake`] | the tunnel port's `<id> <token>\n` line and its verdict line |
 //! | [`backoff`] | capped exponential backoff with full jitter from the seeded [`entropy::Rng`] |
+//! | [`supervisor`] | the client's control machine: when to register, dial, redial and register again |
 //! | [`http`] | HTTP/1.1 message framing in both directions, strict on ambiguity, streaming bodies |
 //! | [`route`] | which of register / landing / status / proxy a visitor's request is |
 //!
@@ -76,5 +77,6 @@ pub mod entropy;
 pub mod handshake;
 pub mod id;
 pub mod limits;
+pub mod supervisor;
 
 pub use limits::Limits;
