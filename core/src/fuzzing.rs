@@ -183,6 +183,11 @@ pub fn hub_ops(data: &[u8]) {
     crate::hub::fuzz_ops(data);
 }
 
+/// Fuzz target `supervisor_ops`: a decoded conversation between the client supervisor and a simulated world.
+pub fn supervisor_ops(data: &[u8]) {
+    crate::supervisor::fuzz_ops(data);
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

@@ -22,6 +22,8 @@
 //! | --- | --- |
 //! | [`id`] | tunnel names (`adjective-color-animal`, the 4–63 rule) and ownership tokens |
 //! | [`handshake`] | the tunnel port's `<id> <token>\n` line and its verdict line |
+//! | [`backoff`] | capped exponential backoff with full jitter from the seeded [`entropy::Rng`] |
+//! | [`supervisor`] | the client's control machine: when to register, dial, redial and register again |
 //! | [`http`] | HTTP/1.1 message framing in both directions, strict on ambiguity, streaming bodies |
 //! | [`route`] | which of register / landing / status / proxy a visitor's request is |
 //! | [`hub`] | the server's control machine: registrations, hellos, visitor checkouts, deadlines |
@@ -73,6 +75,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod entropy;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -85,5 +88,6 @@ pub mod limits;
 pub mod pool;
 pub mod registry;
 pub mod route;
+pub mod supervisor;
 
 pub use limits::Limits;

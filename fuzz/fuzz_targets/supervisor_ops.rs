@@ -1,0 +1,4 @@
+//! Fuzz target `supervisor_ops`: the body is `aether_core::fuzzing::supervisor_ops`, shared with the tests.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| aether_core::fuzzing::supervisor_ops(data));
