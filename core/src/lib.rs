@@ -23,8 +23,12 @@
 //! | [`id`] | tunnel names (`adjective-color-animal`, the 4–63 rule) and ownership tokens |
 //! | [`handshake`] | the tunnel port's `<id> <token>\n` line and its verdict line |
 //! | [`backoff`] | capped exponential backoff with full jitter from the seeded [`entropy::Rng`] |
+//! | [`register`] | the client's registration call: its request and the reading of the reply |
 //! | [`supervisor`] | the client's control machine: when to register, dial, redial and register again |
 //! | [`http`] | HTTP/1.1 message framing in both directions, strict on ambiguity, streaming bodies |
+//! | [`relay`] | one proxied exchange: each direction's bytes to write, and whether each connection is reused |
+//! | [`front`] | the server's front door: what a request head gets, and the replies aether writes itself |
+//! | [`options`] | what `serve` and `share` are asked for, shared by the CLI and both runtimes |
 //! | [`route`] | which of register / landing / status / proxy a visitor's request is |
 //! | [`hub`] | the server's control machine: registrations, hellos, visitor checkouts, deadlines |
 //! | [`pool`] | one tunnel's connections: exclusive round-robin leases and a bounded FIFO of waiting requests |
@@ -77,6 +81,7 @@
 
 pub mod backoff;
 pub mod entropy;
+pub mod front;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -85,8 +90,11 @@ pub mod http;
 pub mod hub;
 pub mod id;
 pub mod limits;
+pub mod options;
 pub mod pool;
+pub mod register;
 pub mod registry;
+pub mod relay;
 pub mod route;
 pub mod supervisor;
 

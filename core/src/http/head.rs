@@ -128,6 +128,17 @@ impl Head {
         self.expect_continue
     }
 
+    /// The value of the first field called `name` (any case), re-read from the raw head.
+    pub fn field(&self, name: &str) -> Option<&[u8]> {
+        let mut found = None;
+        for_each_field(self, |n, v| {
+            if found.is_none() && n.eq_ignore_ascii_case(name.as_bytes()) {
+                found = Some(v);
+            }
+        });
+        found
+    }
+
     /// How a final (non-1xx) response's body is delimited, given the request it answers (RFC 9112 §6.3).
     pub fn response_body(&self, request: &RequestInfo) -> BodyKind {
         let connect_ok = request.method == Method::Connect && (200..300).contains(&self.status);
@@ -409,5 +420,23 @@ impl HeadScan {
             return Err(FrameError::HeadTooLarge);
         }
         Ok(None)
+    }
+}
+
+/// The header fields of an already validated head, re-read (one httparse pass, no allocation).
+pub(crate) fn for_each_field<'h>(head: &'h Head, mut f: impl FnMut(&'h [u8], &'h [u8])) {
+    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let raw = head.raw();
+    let fields = if head.method().is_some() {
+        let mut req = httparse::Request::new(&mut slots);
+        req.parse(raw).map(|_| req.headers.len())
+    } else {
+        let mut resp = httparse::Response::new(&mut slots);
+        resp.parse(raw).map(|_| resp.headers.len())
+    };
+    // The head parsed once already; a failure here cannot happen, and would only drop fields.
+    debug_assert!(fields.is_ok(), "re-parse of a validated head failed");
+    for h in slots.iter().take(fields.unwrap_or(0)) {
+        f(h.name.as_bytes(), h.value);
     }
 }

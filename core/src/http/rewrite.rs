@@ -12,9 +12,8 @@
 
 use bytes::BytesMut;
 
-use super::head::list_items;
+use super::head::{for_each_field, list_items};
 use super::{BodyKind, Head, RequestInfo, Version};
-use crate::limits::HEADER_SLOTS;
 
 /// How the request target changes on its way to the origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,24 +55,6 @@ const MAX_OPTIONS: usize = 16;
 
 fn is(name: &[u8], set: &[&str]) -> bool {
     set.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
-}
-
-/// The header fields of an already validated head, re-read (one httparse pass, no allocation).
-fn for_each_field<'h>(head: &'h Head, mut f: impl FnMut(&'h [u8], &'h [u8])) {
-    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
-    let raw = head.raw();
-    let fields = if head.method().is_some() {
-        let mut req = httparse::Request::new(&mut slots);
-        req.parse(raw).map(|_| req.headers.len())
-    } else {
-        let mut resp = httparse::Response::new(&mut slots);
-        resp.parse(raw).map(|_| resp.headers.len())
-    };
-    // The head parsed once already; a failure here cannot happen, and would only drop fields.
-    debug_assert!(fields.is_ok(), "re-parse of a validated head failed");
-    for h in slots.iter().take(fields.unwrap_or(0)) {
-        f(h.name.as_bytes(), h.value);
-    }
 }
 
 /// Copies the fields that survive: not hop-by-hop, not in `drop`, not named by `Connection` unless in `keep`.

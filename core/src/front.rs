@@ -1,0 +1,308 @@
+//! The server's front door: what a visitor's request head gets, and every reply
+//! aether writes on its own account (registration, status, redirects, errors).
+//!
+//! ```text
+//! head ─▶ route ─┬─ Register / Landing / status ─▶ Admit::Reply (JSON, 302, 403, 404, 409 ...)
+//!                └─ Proxy(id) ─▶ Admit::Proxy { tunnel, rewritten head } ─▶ hub checkout ─▶ relay
+//! ```
+//!
+//! It does not read bodies: a request the server answers itself that carries
+//! one is answered and its connection closed, so no unread bytes are taken
+//! for the next request. It does not pick tunnel connections (see
+//! [`hub`](crate::hub)) or move bodies (see [`relay`](crate::relay)).
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::http::encode::{Reply, encode_frame_error};
+use crate::http::rewrite::{Forwarding, Proto, rewrite_request};
+use crate::http::{BodyKind, FrameError, Head, Method, RequestInfo, Role};
+use crate::hub::{Hub, MemStats, Refusal, RegisterError, RegisterRequest};
+use crate::id::{Token, TunnelId};
+use crate::registry::ceil_secs;
+use crate::route::{Route, RouteConfig, route};
+
+/// The header a client sends on `/?new=<name>` to resume the tunnel it held.
+pub const TOKEN_HEADER: &str = "Aether-Tunnel-Token";
+
+/// How the front door answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontConfig {
+    /// Domain or path routing.
+    pub route: RouteConfig,
+    /// The scheme visitors use (`https` behind a TLS terminator).
+    pub proto: Proto,
+    /// Where `GET /` redirects.
+    pub landing: String,
+}
+
+/// What to do with one visitor request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admit {
+    /// Write `bytes`; then close the visitor connection if `close`, else read the next request.
+    Reply {
+        /// The whole response.
+        bytes: Bytes,
+        /// Close after writing.
+        close: bool,
+    },
+    /// Check out a connection of `tunnel`, write `head` down it, then relay the body and the response.
+    Proxy {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// The rewritten request head.
+        head: Bytes,
+        /// What the response decoder must know.
+        request: RequestInfo,
+    },
+}
+
+/// Who is asking, as the adapter knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Visitor<'a> {
+    /// The visitor's IP address, for `X-Forwarded-For`.
+    pub addr: &'a str,
+    /// The server's own `host:port`, for registration URLs when the request has no `Host`.
+    pub local: &'a str,
+}
+
+/// Decides what a request head gets; registers tunnels and renders status on the way.
+pub fn admit(
+    cfg: &FrontConfig,
+    hub: &mut Hub,
+    now: Instant,
+    head: &Head,
+    visitor: Visitor<'_>,
+    entropy: [u8; 32],
+    mem: impl FnOnce() -> MemStats,
+) -> Admit {
+    let method = head.method().unwrap_or(Method::Other);
+    let request = head.request_info();
+    // A body we do not read would be taken for the next request: answer, then close.
+    let close = !request.keep_alive || head.body() != BodyKind::Empty;
+    let head_only = method == Method::Head;
+    let reply = |status: u16, content_type: &str, body: &[u8], headers: &[(&str, &str)]| {
+        let mut out = BytesMut::new();
+        Reply { status, content_type, body, headers, close, head_only }.encode(&mut out);
+        Admit::Reply { bytes: out.freeze(), close }
+    };
+    let text = |status: u16, msg: &str, headers: &[(&str, &str)]| {
+        reply(status, "text/plain; charset=utf-8", format!("{msg}\n").as_bytes(), headers)
+    };
+    let json =
+        |status: u16, value: &dyn erased::Json| reply(status, "application/json", &value.to_json(), &[]);
+    match route(&cfg.route, method, head.host(), head.target()) {
+        Err(e) => text(e.status(), &e.to_string(), &[]),
+        Ok(Route::Landing) => text(302, "see the landing page", &[("Location", &cfg.landing)]),
+        Ok(Route::ServerStatus) => json(200, &hub.server_status(mem())),
+        Ok(Route::TunnelStatus(id)) => match hub.tunnel_status(now, &id) {
+            Some(status) => json(200, &status),
+            None => text(404, Refusal::UnknownTunnel.message(), &[]),
+        },
+        Ok(Route::Register { name }) => {
+            let resume = match head.field(TOKEN_HEADER).map(Token::parse) {
+                Some(Err(_)) => return text(400, &format!("malformed {TOKEN_HEADER} header"), &[]),
+                Some(Ok(token)) => Some(token),
+                None => None,
+            };
+            let host = head.host().map_or(visitor.local, |h| std::str::from_utf8(h).unwrap_or(visitor.local));
+            match hub.register(now, RegisterRequest { name, resume, host: host.to_owned() }, entropy) {
+                Ok(reg) => json(200, &reg),
+                Err(e @ RegisterError::NameTaken { retry_after: Some(after) }) => {
+                    text(409, &e.to_string(), &[("Retry-After", &ceil_secs(after).to_string())])
+                }
+                Err(e) => text(e.status(), &e.to_string(), &[]),
+            }
+        }
+        Ok(Route::Proxy { tunnel, target }) => {
+            let mut out = BytesMut::new();
+            let fwd = Forwarding { client: visitor.addr, proto: cfg.proto, target };
+            let request = rewrite_request(head, &fwd, &mut out);
+            Admit::Proxy { tunnel, head: out.freeze(), request }
+        }
+    }
+}
+
+/// The reply to a request the hub gave no connection; `close` when its body was not read.
+pub fn refusal(why: Refusal, close: bool, head_only: bool) -> Bytes {
+    let secs;
+    let retry: &[(&str, &str)] = match why {
+        Refusal::Offline { retry_after } => {
+            secs = ceil_secs(retry_after).max(1).to_string();
+            &[("Retry-After", secs.as_str())]
+        }
+        _ => &[],
+    };
+    let body = format!("{}\n", why.message());
+    let mut out = BytesMut::new();
+    Reply { headers: retry, close, head_only, ..Reply::text(why.status(), &body) }.encode(&mut out);
+    out.freeze()
+}
+
+/// The reply to a visitor request that could not be framed (400, 414, 431, 501 ...); always closes.
+pub fn frame_error(err: FrameError) -> Bytes {
+    let mut out = BytesMut::new();
+    encode_frame_error(err, Role::Request, &mut out);
+    out.freeze()
+}
+
+/// A visitor sent part of a head and then nothing within the head deadline (408); closes.
+pub fn head_timeout() -> Bytes {
+    let mut out = BytesMut::new();
+    Reply { close: true, ..Reply::text(408, "the request head did not arrive in time\n") }.encode(&mut out);
+    out.freeze()
+}
+
+/// The tunnel connection failed before any byte of a response reached the visitor (502); closes.
+pub fn tunnel_broke() -> Bytes {
+    let mut out = BytesMut::new();
+    let body = "the tunnel connection failed before a complete response arrived\n";
+    Reply { close: true, ..Reply::text(502, body) }.encode(&mut out);
+    out.freeze()
+}
+
+/// The client's answer when the origin cannot be reached (502); keeps the tunnel connection usable.
+pub fn origin_unreachable(origin: &str, error: &str, head_only: bool) -> Bytes {
+    let mut out = BytesMut::new();
+    let body = format!("aether: the local service at {origin} is not reachable: {error}\n");
+    Reply { head_only, ..Reply::text(502, &body) }.encode(&mut out);
+    out.freeze()
+}
+
+/// Serialization without naming each type at the call site.
+mod erased {
+    /// A value that renders as JSON.
+    pub trait Json {
+        /// The JSON bytes.
+        fn to_json(&self) -> Vec<u8>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Vec<u8> {
+            // Plain structs of numbers and strings: serialization cannot fail.
+            serde_json::to_vec(self).unwrap_or_default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Decoder;
+    use crate::http::Frame;
+    use crate::hub::{Input, Output, ServerConfig};
+    use crate::limits::Limits;
+
+    fn head(raw: &str) -> Head {
+        let mut dec = Decoder::request(&Limits::default());
+        match dec.decode(&mut BytesMut::from(raw.as_bytes())) {
+            Ok(Some(Frame::Head(h))) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn cfg(domain: Option<&str>) -> FrontConfig {
+        FrontConfig {
+            route: RouteConfig { domain: domain.map(str::to_owned) },
+            proto: Proto::Http,
+            landing: "https://example.org/".into(),
+        }
+    }
+
+    fn ask(hub: &mut Hub, c: &FrontConfig, raw: &str) -> (String, bool) {
+        let v = Visitor { addr: "10.0.0.9", local: "127.0.0.1:8080" };
+        match admit(c, hub, Instant::now(), &head(raw), v, [3; 32], MemStats::default) {
+            Admit::Reply { bytes, close } => (String::from_utf8(bytes.to_vec()).unwrap(), close),
+            Admit::Proxy { head, .. } => {
+                (format!("PROXY {}", String::from_utf8(head.to_vec()).unwrap()), false)
+            }
+        }
+    }
+
+    #[test]
+    fn registration_status_and_proxy_in_path_mode() {
+        let mut hub = Hub::new(ServerConfig::default(), Instant::now());
+        let c = cfg(None);
+        let (reg, close) = ask(&mut hub, &c, "GET /?new=myapp HTTP/1.1\r\nHost: t.local:8080\r\n\r\n");
+        assert!(reg.starts_with("HTTP/1.1 200 OK\r\n") && !close, "{reg}");
+        let body = reg.split("\r\n\r\n").nth(1).unwrap();
+        let parsed: crate::hub::RegistrationReply = serde_json::from_str(body).unwrap();
+        assert_eq!(parsed.url, "http://t.local:8080/myapp");
+        let token = parsed.token.unwrap();
+        let (taken, _) = ask(&mut hub, &c, "GET /?new=myapp HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(taken.starts_with("HTTP/1.1 409 "), "{taken}");
+        let (bad, _) = ask(&mut hub, &c, "GET /?new=A HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(bad.starts_with("HTTP/1.1 403 ") && bad.contains("4 to 63"), "{bad}");
+        let (st, _) = ask(&mut hub, &c, "GET /api/tunnels/myapp/status HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(st.contains("\"connected_sockets\":0"), "{st}");
+        let (st, _) = ask(&mut hub, &c, "GET /api/tunnels/nobody/status HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(st.starts_with("HTTP/1.1 404 "), "{st}");
+        let (st, _) = ask(&mut hub, &c, "HEAD /api/status HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(st.starts_with("HTTP/1.1 200 ") && st.ends_with("\r\n\r\n"), "HEAD has no body: {st}");
+        let (land, _) = ask(&mut hub, &c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(land.starts_with("HTTP/1.1 302 ") && land.contains("Location: https://example.org/\r\n"));
+        let (p, _) = ask(&mut hub, &c, "GET /myapp/a%2Fb?q HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(
+            p.starts_with("PROXY GET /a%2Fb?q HTTP/1.1\r\n") && p.contains("X-Forwarded-For: 10.0.0.9\r\n"),
+            "{p}"
+        );
+        // Resuming with the token works while the name is held.
+        let resume =
+            format!("GET /?new=myapp HTTP/1.1\r\nHost: t\r\n{TOKEN_HEADER}: {}\r\n\r\n", token.to_hex());
+        hub.handle(
+            Instant::now(),
+            Input::Hello {
+                conn: crate::hub::ConnId(1),
+                hello: crate::handshake::Hello { id: parsed.id.clone(), token: Some(token) },
+            },
+        );
+        while hub.poll().is_some_and(|o| !matches!(o, Output::Granted { .. })) {}
+        hub.handle(Instant::now(), Input::ConnClosed { conn: crate::hub::ConnId(1) });
+        let (again, _) = ask(&mut hub, &c, &resume);
+        assert!(again.starts_with("HTTP/1.1 200 "), "{again}");
+        let (junk, close) =
+            ask(&mut hub, &c, &format!("GET /?new=myapp HTTP/1.1\r\nHost: t\r\n{TOKEN_HEADER}: zz\r\n\r\n"));
+        assert!(junk.starts_with("HTTP/1.1 400 ") && !close, "{junk}");
+    }
+
+    #[test]
+    fn a_body_on_a_server_endpoint_closes_and_domain_mode_proxies_every_path() {
+        let mut hub = Hub::new(
+            ServerConfig { domain: Some("t.example".into()), ..ServerConfig::default() },
+            Instant::now(),
+        );
+        let c = cfg(Some("t.example"));
+        let (r, close) =
+            ask(&mut hub, &c, "POST /api/status HTTP/1.1\r\nHost: t.example\r\nContent-Length: 2\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 405 ") && close, "{r}");
+        let (r, _) = ask(&mut hub, &c, "GET /api/status HTTP/1.1\r\nHost: abcd.t.example\r\n\r\n");
+        assert!(r.starts_with("PROXY GET /api/status "), "{r}");
+        let (r, _) = ask(&mut hub, &c, "GET /abcd HTTP/1.1\r\nHost: t.example\r\n\r\n");
+        let body = r.split("\r\n\r\n").nth(1).unwrap();
+        assert!(body.contains("\"url\":\"http://abcd.t.example\""), "{r}");
+    }
+
+    #[test]
+    fn refusals_and_errors_say_what_happened() {
+        let off = String::from_utf8(
+            refusal(Refusal::Offline { retry_after: std::time::Duration::from_millis(1500) }, false, false)
+                .to_vec(),
+        )
+        .unwrap();
+        assert!(
+            off.starts_with("HTTP/1.1 503 ") && off.contains("Retry-After: 2\r\n") && off.contains("offline")
+        );
+        let full = String::from_utf8(refusal(Refusal::QueueFull, true, false).to_vec()).unwrap();
+        assert!(full.starts_with("HTTP/1.1 503 ") && full.contains("Connection: close"));
+        assert!(refusal(Refusal::TimedOut, false, false).starts_with(b"HTTP/1.1 504 "));
+        assert!(frame_error(FrameError::LengthWithTransferEncoding).starts_with(b"HTTP/1.1 400 "));
+        assert!(head_timeout().starts_with(b"HTTP/1.1 408 "));
+        let down =
+            String::from_utf8(origin_unreachable("127.0.0.1:3000", "connection refused", false).to_vec())
+                .unwrap();
+        assert!(
+            down.starts_with("HTTP/1.1 502 ") && down.contains("127.0.0.1:3000") && !down.contains("close")
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! One proxied exchange, one direction at a time: what to write for the bytes
+//! read, and how the exchange ends for each connection.
+//!
+//! A [`Pump`] moves one message from a source buffer to a sink: the request
+//! body (visitor → tunnel on the server, tunnel → origin on the client) or
+//! the response with its interim heads (the other way). The adapter runs the
+//! two pumps of an exchange concurrently, so an origin that answers before it
+//! has read the whole body (or echoes it as it reads) cannot deadlock the
+//! proxy. [`settle`] then says what each connection may do next.
+//!
+//! ```text
+//!  loop { match pump.step(&mut buf, eof)? {
+//!      Step::Write(bytes) => sink.write_all(&bytes),
+//!      Step::Read         => eof = source.read_buf(&mut buf) == 0,
+//!      Step::Done(ending) => break ending,
+//!  } }
+//! ```
+//!
+//! It does not open connections, pick tunnel connections or decide routes.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::http::rewrite::{rewrite_response, visitor_keep_alive};
+use crate::http::{Decoder, Frame, FrameError, RequestInfo};
+use crate::limits::Limits;
+
+/// What the adapter does next for one pump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Step {
+    /// Write these bytes to the sink, then step again.
+    Write(Bytes),
+    /// Read more from the source (or step with `eof` set if it has closed).
+    Read,
+    /// The message is over.
+    Done(Ending),
+}
+
+/// How a message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// By its framing; `keep_alive`: the connection it came on may carry another exchange.
+    Message {
+        /// The connection may be reused (framing and `Connection` rules).
+        keep_alive: bool,
+    },
+    /// The protocol switched (101): both connections now carry raw bytes until one closes.
+    Switched,
+}
+
+/// Where a response's head goes, which decides whether it is rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// Down the tunnel or to the origin: forwarded as received.
+    Peer,
+    /// To the visitor: hop-by-hop fields replaced by the server's own `Connection`.
+    Visitor,
+}
+
+/// Relays one message from a source buffer; see the module docs.
+#[derive(Debug)]
+pub struct Pump {
+    dec: Decoder,
+    sink: Sink,
+    request: Option<RequestInfo>,
+    visitor_keep_alive: Option<bool>,
+    wrote: bool,
+}
+
+impl Pump {
+    /// Relays the body of a request whose head `dec` has just returned.
+    pub fn request_body(dec: Decoder) -> Self {
+        Self { dec, sink: Sink::Peer, request: None, visitor_keep_alive: None, wrote: false }
+    }
+
+    /// Relays the response to `request`, interim heads included.
+    pub fn response(limits: &Limits, request: RequestInfo, sink: Sink) -> Self {
+        let dec = Decoder::response(limits, request);
+        Self { dec, sink, request: Some(request), visitor_keep_alive: None, wrote: false }
+    }
+
+    /// Decodes from the front of `buf` and says what to do; `eof`: the source has closed.
+    pub fn step(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Step, FrameError> {
+        let frame = if eof { self.dec.decode_eof(buf)? } else { self.dec.decode(buf)? };
+        let Some(frame) = frame else {
+            // A close before this message began (or after it ended) is still a close inside the exchange.
+            return if eof { Err(FrameError::UnexpectedEof) } else { Ok(Step::Read) };
+        };
+        let step = match frame {
+            Frame::Head(head) => match (self.sink, self.request) {
+                (Sink::Visitor, Some(request)) => {
+                    let keep = visitor_keep_alive(&request, &head);
+                    self.visitor_keep_alive = Some(keep);
+                    let mut out = BytesMut::with_capacity(head.raw().len() + 32);
+                    rewrite_response(&head, keep, &mut out);
+                    Step::Write(out.freeze())
+                }
+                _ => Step::Write(head.raw().clone()),
+            },
+            Frame::Interim(head) => Step::Write(head.raw().clone()),
+            Frame::Body(bytes) => Step::Write(bytes),
+            Frame::End { keep_alive } => Step::Done(Ending::Message { keep_alive }),
+            Frame::Switched => Step::Done(Ending::Switched),
+        };
+        if matches!(step, Step::Write(_)) {
+            self.wrote = true;
+        }
+        Ok(step)
+    }
+
+    /// Whether any byte of this message has been handed out to write.
+    pub fn started(&self) -> bool {
+        self.wrote
+    }
+
+    /// The visitor may send another request after this response (known once its head passed).
+    pub fn visitor_keep_alive(&self) -> Option<bool> {
+        self.visitor_keep_alive
+    }
+
+    /// The decoder, to read the next message on the same connection.
+    pub fn into_decoder(self) -> Decoder {
+        self.dec
+    }
+}
+
+/// What one side of an exchange does after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Carry the next exchange (visitor: read the next request; tunnel: back to the pool).
+    Reuse,
+    /// Close the connection.
+    Close,
+    /// Copy raw bytes both ways until either side closes (a switched protocol).
+    Raw,
+}
+
+/// How an exchange ended for both connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// The connection the request came on (visitor, or the tunnel connection on the client).
+    pub downstream: After,
+    /// The connection the request went to (tunnel connection, or the origin on the client).
+    pub upstream: After,
+}
+
+/// Combines the two directions' endings: reuse needs both messages to end cleanly by their framing.
+///
+/// `request`'s `keep_alive` is the downstream request's own (`Connection: close` from a visitor closes
+/// the visitor's connection, not the tunnel's, since the forwarded head drops it).
+///
+/// `request` is `None` when the response ended while the request body was still flowing (the origin
+/// answered early): neither connection is in a known state then. `downstream_keep_alive` is what the
+/// response told the visitor ([`Pump::visitor_keep_alive`]); on the client pass the response's own.
+pub fn settle(request: Option<Ending>, response: Ending, downstream_keep_alive: bool) -> Settled {
+    match (request, response) {
+        (_, Ending::Switched) => Settled { downstream: After::Raw, upstream: After::Raw },
+        (Some(Ending::Message { keep_alive: req }), Ending::Message { keep_alive: resp }) => {
+            let reuse = |ok: bool| if ok { After::Reuse } else { After::Close };
+            // The upstream hop's persistence is the response decoder's: it knows the forwarded request.
+            Settled { downstream: reuse(req && downstream_keep_alive), upstream: reuse(resp) }
+        }
+        _ => Settled { downstream: After::Close, upstream: After::Close },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Method;
+
+    fn get() -> RequestInfo {
+        RequestInfo { method: Method::Get, upgrade: false, keep_alive: true }
+    }
+
+    /// Runs a pump over `input` fed in pieces of `split` bytes; returns the written bytes and ending.
+    fn run(mut pump: Pump, input: &[u8], split: usize) -> Result<(Vec<u8>, Ending), FrameError> {
+        let mut buf = BytesMut::new();
+        let mut rest = input;
+        let mut out = Vec::new();
+        loop {
+            match pump.step(&mut buf, rest.is_empty())? {
+                Step::Write(b) => out.extend_from_slice(&b),
+                Step::Read => {
+                    let n = split.min(rest.len());
+                    buf.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                }
+                Step::Done(end) => return Ok((out, end)),
+            }
+        }
+    }
+
+    #[test]
+    fn response_to_the_visitor_is_rewritten_and_to_a_peer_passed_through() {
+        let resp =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nKeep-Alive: 5\r\nContent-Length: 3\r\n\r\nabc";
+        for split in [1, 7, 1000] {
+            let (out, end) = run(Pump::response(&Limits::default(), get(), Sink::Peer), resp, split).unwrap();
+            assert_eq!(out, resp.to_vec());
+            assert_eq!(end, Ending::Message { keep_alive: true });
+            let mut pump = Pump::response(&Limits::default(), get(), Sink::Visitor);
+            let mut buf = BytesMut::from(&resp[..]);
+            let mut out = Vec::new();
+            while let Step::Write(b) = pump.step(&mut buf, false).unwrap() {
+                out.extend_from_slice(&b);
+            }
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), "{text}");
+            assert!(!text.contains("Keep-Alive") && text.ends_with("abc"), "{text}");
+            assert_eq!(pump.visitor_keep_alive(), Some(true));
+        }
+    }
+
+    #[test]
+    fn close_delimited_response_ends_at_eof_and_closes_both() {
+        let resp = b"HTTP/1.1 200 OK\r\n\r\nstream until close";
+        let mut pump = Pump::response(&Limits::default(), get(), Sink::Visitor);
+        let (mut buf, mut out) = (BytesMut::from(&resp[..]), Vec::new());
+        let end = loop {
+            match pump.step(&mut buf, true).unwrap() {
+                Step::Write(b) => out.extend_from_slice(&b),
+                Step::Read => unreachable!("eof was given"),
+                Step::Done(end) => break end,
+            }
+        };
+        assert!(String::from_utf8(out).unwrap().ends_with("\r\n\r\nstream until close"));
+        assert_eq!(pump.visitor_keep_alive(), Some(false));
+        assert_eq!(settle(Some(Ending::Message { keep_alive: true }), end, false).upstream, After::Close);
+    }
+
+    #[test]
+    fn eof_before_a_response_is_an_error_not_a_hang() {
+        let mut pump = Pump::response(&Limits::default(), get(), Sink::Visitor);
+        assert_eq!(pump.step(&mut BytesMut::new(), false), Ok(Step::Read));
+        assert_eq!(pump.step(&mut BytesMut::new(), true), Err(FrameError::UnexpectedEof));
+        assert!(!pump.started());
+    }
+
+    #[test]
+    fn request_body_pump_continues_after_the_head() {
+        let mut dec = Decoder::request(&Limits::default());
+        let mut buf = BytesMut::from(
+            &b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET"[..],
+        );
+        assert!(matches!(dec.decode(&mut buf), Ok(Some(Frame::Head(_)))));
+        let mut pump = Pump::request_body(dec);
+        let mut out = Vec::new();
+        let end = loop {
+            match pump.step(&mut buf, false).unwrap() {
+                Step::Write(b) => out.extend_from_slice(&b),
+                Step::Read => panic!("all bytes were there"),
+                Step::Done(end) => break end,
+            }
+        };
+        assert_eq!(out, b"3\r\nabc\r\n0\r\n\r\n");
+        assert_eq!(end, Ending::Message { keep_alive: true });
+        assert_eq!(&buf[..], b"GET", "the next request stays in the buffer");
+    }
+
+    #[test]
+    fn settle_reuses_only_after_two_clean_messages() {
+        let ok = Ending::Message { keep_alive: true };
+        let no = Ending::Message { keep_alive: false };
+        assert_eq!(settle(Some(ok), ok, true), Settled { downstream: After::Reuse, upstream: After::Reuse });
+        assert_eq!(settle(Some(ok), ok, false), Settled { downstream: After::Close, upstream: After::Reuse });
+        assert_eq!(settle(Some(no), ok, true), Settled { downstream: After::Close, upstream: After::Reuse });
+        assert_eq!(settle(Some(ok), no, true).upstream, After::Close);
+        assert_eq!(settle(None, ok, true), Settled { downstream: After::Close, upstream: After::Close });
+        assert_eq!(settle(Some(ok), Ending::Switched, true).upstream, After::Raw);
+    }
+}
