@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use crate::front::FrontConfig;
 use crate::http::rewrite::Proto;
-use crate::hub::ServerConfig;
+use crate::hub::{MemStats, ServerConfig};
 use crate::id::TunnelId;
 use crate::limits::Limits;
 use crate::route::RouteConfig;
 use crate::supervisor::{ClientConfig, ClientEvent, HandshakeMode};
 
 /// `aether serve`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Address both listeners bind.
     pub address: IpAddr,
@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub landing: String,
     /// Every bound and timeout (`max_conn_per_tunnel` is `--max-conn`).
     pub limits: Limits,
+    /// Reads the process's memory figures for `/api/status` (the binary owns the allocator).
+    pub mem: fn() -> MemStats,
 }
 
 impl Default for ServeOptions {
@@ -48,6 +50,7 @@ impl Default for ServeOptions {
             legacy_handshake: false,
             landing: "https://github.com/aether-tunnel/aether".into(),
             limits: Limits::default(),
+            mem: MemStats::default,
         }
     }
 }
@@ -163,6 +166,17 @@ pub enum Report {
     Client(ClientEvent),
     /// A request went through.
     Request(RequestLog),
+}
+
+/// Where a running `share` stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareStatus {
+    /// Not registered yet.
+    Starting,
+    /// Registered; the public URL.
+    Online(String),
+    /// Gave up; what the user must fix.
+    Fatal(String),
 }
 
 #[cfg(test)]

@@ -64,19 +64,20 @@ pub struct Pump {
     sink: Sink,
     request: Option<RequestInfo>,
     visitor_keep_alive: Option<bool>,
+    status: Option<u16>,
     wrote: bool,
 }
 
 impl Pump {
     /// Relays the body of a request whose head `dec` has just returned.
     pub fn request_body(dec: Decoder) -> Self {
-        Self { dec, sink: Sink::Peer, request: None, visitor_keep_alive: None, wrote: false }
+        Self { dec, sink: Sink::Peer, request: None, visitor_keep_alive: None, status: None, wrote: false }
     }
 
     /// Relays the response to `request`, interim heads included.
     pub fn response(limits: &Limits, request: RequestInfo, sink: Sink) -> Self {
         let dec = Decoder::response(limits, request);
-        Self { dec, sink, request: Some(request), visitor_keep_alive: None, wrote: false }
+        Self { dec, sink, request: Some(request), visitor_keep_alive: None, status: None, wrote: false }
     }
 
     /// Decodes from the front of `buf` and says what to do; `eof`: the source has closed.
@@ -86,6 +87,9 @@ impl Pump {
             // A close before this message began (or after it ended) is still a close inside the exchange.
             return if eof { Err(FrameError::UnexpectedEof) } else { Ok(Step::Read) };
         };
+        if let Frame::Head(head) = &frame {
+            self.status = Some(head.status());
+        }
         let step = match frame {
             Frame::Head(head) => match (self.sink, self.request) {
                 (Sink::Visitor, Some(request)) => {
@@ -111,6 +115,11 @@ impl Pump {
     /// Whether any byte of this message has been handed out to write.
     pub fn started(&self) -> bool {
         self.wrote
+    }
+
+    /// The final response's status, once its head passed (`None` for a request body).
+    pub fn status(&self) -> Option<u16> {
+        self.status.filter(|&s| s != 0)
     }
 
     /// The visitor may send another request after this response (known once its head passed).
@@ -208,7 +217,7 @@ mod tests {
             let text = String::from_utf8(out).unwrap();
             assert!(text.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), "{text}");
             assert!(!text.contains("Keep-Alive") && text.ends_with("abc"), "{text}");
-            assert_eq!(pump.visitor_keep_alive(), Some(true));
+            assert_eq!((pump.visitor_keep_alive(), pump.status()), (Some(true), Some(200)));
         }
     }
 

@@ -1,0 +1,1 @@
+//! aether on smol (in progress).

@@ -1,0 +1,186 @@
+//! Byte moving shared by server and client: reading a head, running one
+//! exchange's two pumps, and the raw copy after a protocol switch.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aether_core::http::{Decoder, Frame, FrameError, Head};
+use aether_core::relay::{Ending, Pump, Step};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout_at};
+
+/// Read buffer size: one read usually holds a whole head.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Why a head was not read.
+#[derive(Debug)]
+pub enum HeadError {
+    /// The peer sent bytes that are not a valid head.
+    Frame(FrameError),
+    /// Part of a head came, then nothing until the deadline.
+    TimedOut,
+    /// The connection ended (cleanly between messages, or with an error).
+    Closed,
+}
+
+/// Deadlines for reading one head: before any byte, and from the first byte.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadDeadlines {
+    /// Until the first byte (idle keep-alive); `None`: wait forever.
+    pub idle: Option<std::time::Duration>,
+    /// From the first byte to the end of the head.
+    pub head: Option<std::time::Duration>,
+}
+
+/// Reads until `dec` yields a head; bytes after it stay in `buf`.
+pub async fn read_head<R: AsyncRead + Unpin>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    dec: &mut Decoder,
+    limits: HeadDeadlines,
+) -> Result<Head, HeadError> {
+    let far = || Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+    let mut started = (!buf.is_empty()).then(Instant::now);
+    loop {
+        match dec.decode(buf) {
+            Ok(Some(Frame::Head(head))) => return Ok(head),
+            Ok(Some(_)) => return Err(HeadError::Frame(FrameError::UnexpectedEof)),
+            Ok(None) => {}
+            Err(e) => return Err(HeadError::Frame(e)),
+        }
+        let deadline = match started {
+            None => limits.idle.map_or_else(far, |d| Instant::now() + d),
+            Some(t) => limits.head.map_or_else(far, |d| t + d),
+        };
+        buf.reserve(READ_CHUNK);
+        match timeout_at(deadline, src.read_buf(buf)).await {
+            Err(_) if started.is_some() => return Err(HeadError::TimedOut),
+            Err(_) | Ok(Err(_)) => return Err(HeadError::Closed),
+            Ok(Ok(0)) => {
+                return match dec.decode_eof(buf) {
+                    Ok(Some(Frame::Head(head))) => Ok(head),
+                    Ok(_) => Err(HeadError::Closed),
+                    Err(e) => Err(HeadError::Frame(e)),
+                };
+            }
+            Ok(Ok(_)) => {
+                started.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+}
+
+/// Why a pump stopped before its message ended.
+#[derive(Debug)]
+pub enum PumpError {
+    /// The source sent bytes that break the message's framing (or closed inside it).
+    Frame(FrameError),
+    /// Reading the source failed.
+    Read,
+    /// Writing the sink failed.
+    Write,
+}
+
+/// Runs `pump` from `src` (with `buf` holding what was already read) to `dst` until the message ends.
+///
+/// `wrote` is set once a byte reached `dst`, so a caller that cancels the pump still knows.
+pub async fn pump<R, W>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    dst: &mut W,
+    pump: &mut Pump,
+    wrote: &AtomicBool,
+) -> Result<Ending, PumpError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut eof = false;
+    loop {
+        match pump.step(buf, eof).map_err(PumpError::Frame)? {
+            Step::Write(bytes) => {
+                wrote.store(true, Ordering::Relaxed);
+                dst.write_all(&bytes).await.map_err(|_| PumpError::Write)?;
+            }
+            Step::Read => {
+                // Flush before waiting, so a streamed event reaches the reader now.
+                dst.flush().await.map_err(|_| PumpError::Write)?;
+                buf.reserve(READ_CHUNK);
+                eof = src.read_buf(buf).await.map_err(|_| PumpError::Read)? == 0;
+            }
+            Step::Done(ending) => {
+                dst.flush().await.map_err(|_| PumpError::Write)?;
+                return Ok(ending);
+            }
+        }
+    }
+}
+
+/// After a protocol switch: forwards what each side had buffered, then copies raw bytes both ways.
+pub async fn splice<A, B>(a: &mut A, a_buf: &[u8], b: &mut B, b_buf: &[u8]) -> io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    b.write_all(a_buf).await?;
+    a.write_all(b_buf).await?;
+    tokio::io::copy_bidirectional(a, b).await.map(|_| ())
+}
+
+/// How one exchange over two connections went.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The response ended by its framing; `request` is `None` if its body was still flowing.
+    Done {
+        /// How the request ended, if it did.
+        request: Option<Ending>,
+        /// How the response ended.
+        response: Ending,
+    },
+    /// The request could not be relayed (`frame`: the downstream broke its framing).
+    RequestFailed {
+        /// The framing error, if that was the cause.
+        frame: Option<FrameError>,
+        /// Some of the response already went downstream.
+        response_started: bool,
+    },
+    /// The response could not be relayed.
+    ResponseFailed {
+        /// Some of the response already went downstream.
+        response_started: bool,
+    },
+}
+
+/// Runs one exchange: the request body from `down` to `up` and the response back, concurrently.
+pub async fn exchange(
+    down: &mut tokio::net::TcpStream,
+    down_buf: &mut BytesMut,
+    req: &mut Pump,
+    up: &mut tokio::net::TcpStream,
+    up_buf: &mut BytesMut,
+    resp: &mut Pump,
+) -> Outcome {
+    let (mut dr, mut dw) = down.split();
+    let (mut ur, mut uw) = up.split();
+    let (req_wrote, resp_wrote) = (AtomicBool::new(false), AtomicBool::new(false));
+    let req_fut = pump(&mut dr, down_buf, &mut uw, req, &req_wrote);
+    let resp_fut = pump(&mut ur, up_buf, &mut dw, resp, &resp_wrote);
+    tokio::pin!(req_fut, resp_fut);
+    let mut request = None;
+    loop {
+        tokio::select! {
+            r = &mut req_fut, if request.is_none() => match r {
+                Ok(end) => request = Some(end),
+                Err(e) => {
+                    let frame = if let PumpError::Frame(f) = e { Some(f) } else { None };
+                    return Outcome::RequestFailed { frame, response_started: resp_wrote.load(Ordering::Relaxed) };
+                }
+            },
+            r = &mut resp_fut => return match r {
+                Ok(response) => Outcome::Done { request, response },
+                Err(_) => Outcome::ResponseFailed { response_started: resp_wrote.load(Ordering::Relaxed) },
+            },
+        }
+    }
+}

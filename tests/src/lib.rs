@@ -1,0 +1,1 @@
+//! Test support: origin servers and HTTP clients over loopback.
