@@ -14,7 +14,9 @@ use aether_core::limits::Limits;
 use aether_core::options::{Report, RequestLog, ShareOptions, ShareStatus};
 use aether_core::register::{ReplyReader, encode_call};
 use aether_core::relay::{After, Ending, Pump, Sink, settle};
-use aether_core::supervisor::{ClientEvent, Input, Output, RegisterFailure, RegisterId, Registration, SlotId, Supervisor};
+use aether_core::supervisor::{
+    ClientEvent, Input, Output, RegisterFailure, RegisterId, Registration, SlotId, Supervisor,
+};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,7 +53,8 @@ pub(crate) async fn run(opts: ShareOptions, report: ReportFn, status: Arc<Status
                     calls.remove(&attempt).inspect(AbortHandle::abort);
                 }
                 Output::Connect { slot, port, hello, expect_verdict } => {
-                    let task = tunnel(opts.clone(), slot, port, hello, expect_verdict, tx.clone(), report.clone());
+                    let task =
+                        tunnel(opts.clone(), slot, port, hello, expect_verdict, tx.clone(), report.clone());
                     conns.insert(slot, tokio::spawn(task).abort_handle());
                 }
                 Output::Close { slot } => {
@@ -171,7 +174,12 @@ async fn tunnel(
 }
 
 /// Relays requests from the tunnel connection to the origin; returns whether any came.
-async fn relay_requests(tunnel: &mut TcpStream, mut buf: BytesMut, opts: &ShareOptions, report: &ReportFn) -> bool {
+async fn relay_requests(
+    tunnel: &mut TcpStream,
+    mut buf: BytesMut,
+    opts: &ShareOptions,
+    report: &ReportFn,
+) -> bool {
     let limits = Limits::default();
     let deadlines = HeadDeadlines { idle: None, head: Some(limits.head_timeout) };
     let mut dec = Decoder::request(&limits);
@@ -183,20 +191,36 @@ async fn relay_requests(tunnel: &mut TcpStream, mut buf: BytesMut, opts: &ShareO
         served = true;
         let started = StdInstant::now();
         let raw = head.raw();
-        let method = String::from_utf8_lossy(raw.split(|&b| b == b' ').next().unwrap_or_default()).into_owned();
+        let method =
+            String::from_utf8_lossy(raw.split(|&b| b == b' ').next().unwrap_or_default()).into_owned();
         let path = String::from_utf8_lossy(head.target()).into_owned();
         let log = |status: u16| {
-            report(&Report::Request(RequestLog { method: method.clone(), path: path.clone(), status, duration: started.elapsed() }))
+            report(&Report::Request(RequestLog {
+                method: method.clone(),
+                path: path.clone(),
+                status,
+                duration: started.elapsed(),
+            }))
         };
         let mut req = Pump::request_body(dec);
         let o = match connect_origin(&mut origin, &mut obuf, opts, raw).await {
             Ok(o) => o,
             Err(error) => {
                 // The body still comes down the tunnel: read it past, so the connection stays in step.
-                let sunk = crate::io::pump(tunnel, &mut buf, &mut tokio::io::sink(), &mut req, &AtomicBool::new(false)).await;
-                let reply = front::origin_unreachable(&opts.origin(), &error, head.method() == Some(Method::Head));
+                let sunk = crate::io::pump(
+                    tunnel,
+                    &mut buf,
+                    &mut tokio::io::sink(),
+                    &mut req,
+                    &AtomicBool::new(false),
+                )
+                .await;
+                let reply =
+                    front::origin_unreachable(&opts.origin(), &error, head.method() == Some(Method::Head));
                 log(502);
-                if tunnel.write_all(&reply).await.is_err() || !matches!(sunk, Ok(Ending::Message { keep_alive: true })) {
+                if tunnel.write_all(&reply).await.is_err()
+                    || !matches!(sunk, Ok(Ending::Message { keep_alive: true }))
+                {
                     return served;
                 }
                 dec = req.into_decoder();

@@ -82,7 +82,9 @@ impl Shared {
                     // The connection's task is gone: it reports ConnClosed itself; this waiter is refused.
                     _ => {
                         if let Some(tx) = st.routes.waiters.remove(&waiter) {
-                            let _ = tx.send(Err(Refusal::Offline { retry_after: aether_core::hub::OFFLINE_RETRY_AFTER }));
+                            let _ = tx.send(Err(Refusal::Offline {
+                                retry_after: aether_core::hub::OFFLINE_RETRY_AFTER,
+                            }));
                         }
                     }
                 },
@@ -249,7 +251,8 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
 /// One visitor connection: requests one after another, each answered or relayed.
 async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     let ip = addr.ip().to_string();
-    let deadlines = HeadDeadlines { idle: Some(shared.limits.idle_keepalive), head: Some(shared.limits.head_timeout) };
+    let deadlines =
+        HeadDeadlines { idle: Some(shared.limits.idle_keepalive), head: Some(shared.limits.head_timeout) };
     let mut buf = BytesMut::with_capacity(crate::io::READ_CHUNK);
     let mut dec = Decoder::request(&shared.limits);
     loop {
@@ -299,7 +302,8 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         let mut req = Pump::request_body(dec);
         let mut resp = Pump::response(&shared.limits, request, Sink::Visitor);
         let mut tbuf = BytesMut::with_capacity(crate::io::READ_CHUNK);
-        let outcome = exchange(&mut stream, &mut buf, &mut req, &mut lease.stream, &mut tbuf, &mut resp).await;
+        let outcome =
+            exchange(&mut stream, &mut buf, &mut req, &mut lease.stream, &mut tbuf, &mut resp).await;
         let (request_end, response_end) = match outcome {
             Outcome::Done { request, response } => (request, response),
             Outcome::RequestFailed { frame, response_started } => {
