@@ -170,6 +170,9 @@ pub async fn exchange(
     let mut request = None;
     loop {
         tokio::select! {
+            // The request first: a body-less request ends at once, and must not lose a race against a
+            // response that is already buffered (which would make a clean exchange look cut short).
+            biased;
             r = &mut req_fut, if request.is_none() => match r {
                 Ok(end) => request = Some(end),
                 Err(e) => {
