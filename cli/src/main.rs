@@ -6,12 +6,13 @@ mod mem;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aether_core::hub::ServerEvent;
 use aether_core::id::TunnelId;
 use aether_core::options::{Report, ServeOptions, ShareOptions, ShareStatus};
-use aether_core::supervisor::ClientEvent;
+use aether_core::supervisor::{ClientEvent, RegisterFailure};
 use argh::FromArgs;
 
 #[global_allocator]
@@ -203,8 +204,24 @@ fn share(rt: Runtime, s: Share) -> Result<(), String> {
     opts.local_host = s.local_host;
     opts.legacy = s.legacy;
     let print_requests = s.print_requests;
-    let report: Arc<dyn Fn(&Report) + Send + Sync> =
-        Arc::new(move |r: &Report| print_report(r, print_requests));
+    let online = Arc::new(AtomicBool::new(false));
+    let (seen, shown_server) = (online.clone(), server.clone());
+    let report: Arc<dyn Fn(&Report) + Send + Sync> = Arc::new(move |r: &Report| {
+        match r {
+            Report::Client(ClientEvent::Online { .. }) => seen.store(true, Ordering::Relaxed),
+            // Never reached the server at all: most likely a wrong --server, so say so and stop.
+            Report::Client(ClientEvent::RegisterRetry { why: RegisterFailure::Unreachable, .. })
+                if !seen.load(Ordering::Relaxed) =>
+            {
+                eprintln!(
+                    "aether: cannot reach the server at {shown_server}: is it running, and is --server right?"
+                );
+                std::process::exit(1);
+            }
+            _ => {}
+        }
+        print_report(r, print_requests)
+    });
     let origin = opts.origin();
     let handle = match rt {
         Runtime::Tokio => aether_tokio::share(opts, report).map(ShareHandle::Tokio),

@@ -218,6 +218,8 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
         // A client sends nothing before a request reaches it.
         return closed(&shared);
     }
+    // An idle connection owns no buffer.
+    drop(buf);
     let mut probe = [0u8; 1];
     loop {
         tokio::select! {
