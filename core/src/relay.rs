@@ -66,22 +66,70 @@ pub struct Pump {
     visitor_keep_alive: Option<bool>,
     status: Option<u16>,
     wrote: bool,
+    /// A request head not yet written; with `hold`, it waits for the body's first valid element.
+    head: Option<Bytes>,
+    hold: bool,
+    queued: Option<Step>,
 }
 
 impl Pump {
-    /// Relays the body of a request whose head `dec` has just returned.
+    /// Relays the body of a request whose head `dec` has just returned (and was written already).
     pub fn request_body(dec: Decoder) -> Self {
-        Self { dec, sink: Sink::Peer, request: None, visitor_keep_alive: None, status: None, wrote: false }
+        Self {
+            dec,
+            sink: Sink::Peer,
+            request: None,
+            visitor_keep_alive: None,
+            status: None,
+            wrote: false,
+            head: None,
+            hold: false,
+            queued: None,
+        }
+    }
+
+    /// Writes `head` (a rewritten request head) and relays the body `dec` is at.
+    ///
+    /// The head is held back until the body's first element has been validated (or the message
+    /// ended), so a request refused for a bad first chunk sends nothing upstream. It is written at
+    /// once when the visitor waits for `100 Continue` (`expects_continue`) before sending a body.
+    pub fn request(dec: Decoder, head: Bytes, expects_continue: bool) -> Self {
+        Self { head: Some(head), hold: !expects_continue, ..Self::request_body(dec) }
     }
 
     /// Relays the response to `request`, interim heads included.
     pub fn response(limits: &Limits, request: RequestInfo, sink: Sink) -> Self {
         let dec = Decoder::response(limits, request);
-        Self { dec, sink, request: Some(request), visitor_keep_alive: None, status: None, wrote: false }
+        Self { sink, request: Some(request), ..Self::request_body(dec) }
     }
 
     /// Decodes from the front of `buf` and says what to do; `eof`: the source has closed.
     pub fn step(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Step, FrameError> {
+        if let Some(step) = self.queued.take() {
+            return Ok(step);
+        }
+        if !self.hold
+            && let Some(head) = self.head.take()
+        {
+            self.wrote = true;
+            return Ok(Step::Write(head));
+        }
+        let step = self.next_step(buf, eof)?;
+        match (self.head.take(), step) {
+            (Some(head), Step::Read) => {
+                self.head = Some(head);
+                Ok(Step::Read)
+            }
+            (Some(head), step) => {
+                self.queued = Some(step);
+                self.wrote = true;
+                Ok(Step::Write(head))
+            }
+            (None, step) => Ok(step),
+        }
+    }
+
+    fn next_step(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Step, FrameError> {
         let frame = if eof { self.dec.decode_eof(buf)? } else { self.dec.decode(buf)? };
         let Some(frame) = frame else {
             // A close before this message began (or after it ended) is still a close inside the exchange.
@@ -265,6 +313,39 @@ mod tests {
         assert_eq!(out, b"3\r\nabc\r\n0\r\n\r\n");
         assert_eq!(end, Ending::Message { keep_alive: true });
         assert_eq!(&buf[..], b"GET", "the next request stays in the buffer");
+    }
+
+    fn head_then(raw: &[u8]) -> (Decoder, BytesMut, bool) {
+        let mut dec = Decoder::request(&Limits::default());
+        let mut buf = BytesMut::from(raw);
+        let Ok(Some(Frame::Head(h))) = dec.decode(&mut buf) else { panic!("no head in {raw:?}") };
+        (dec, buf, h.expects_continue())
+    }
+
+    #[test]
+    fn a_held_head_goes_out_with_the_first_valid_element_and_never_before_a_bad_one() {
+        let head = Bytes::from_static(b"POST / HTTP/1.1\r\nHost: o\r\n\r\n");
+        let (dec, mut buf, cont) =
+            head_then(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n");
+        let mut pump = Pump::request(dec, head.clone(), cont);
+        assert_eq!(pump.step(&mut buf, false), Err(FrameError::InvalidChunkSize));
+        assert!(!pump.started(), "nothing of a refused request goes upstream");
+
+        let (dec, mut buf, cont) =
+            head_then(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3");
+        let mut pump = Pump::request(dec, head.clone(), cont);
+        assert_eq!(pump.step(&mut buf, false), Ok(Step::Read), "the chunk line is not complete yet");
+        buf.extend_from_slice(b"\r\nabc\r\n0\r\n\r\n");
+        assert_eq!(pump.step(&mut buf, false), Ok(Step::Write(head.clone())));
+        assert!(matches!(pump.step(&mut buf, false), Ok(Step::Write(_))));
+
+        // A visitor waiting for 100 Continue sends no body until the origin answers: the head goes now.
+        let (dec, mut buf, cont) =
+            head_then(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+        assert!(cont);
+        let mut pump = Pump::request(dec, head.clone(), cont);
+        assert_eq!(pump.step(&mut buf, false), Ok(Step::Write(head)));
+        assert_eq!(pump.step(&mut buf, false), Ok(Step::Read));
     }
 
     #[test]

@@ -169,17 +169,42 @@ async fn tunnel(
             return;
         }
     }
-    let served = relay_requests(&mut stream, buf, &opts, &report).await;
-    let _ = tx.send(Input::Closed { slot, served });
+    match relay_requests(&mut stream, buf, &opts, &report).await {
+        Relayed::Ended(served) => {
+            let _ = tx.send(Input::Closed { slot, served });
+        }
+        Relayed::Switched { mut origin, tunnel_buf, origin_buf } => {
+            // The connection left the pool on both ends: the slot is redialled while this one carries
+            // the switched protocol until either side closes.
+            let _ = tx.send(Input::Closed { slot, served: true });
+            let _ = splice(&mut stream, &tunnel_buf, &mut origin, &origin_buf).await;
+        }
+    }
 }
 
-/// Relays requests from the tunnel connection to the origin; returns whether any came.
+/// How a tunnel connection's requests ended.
+enum Relayed {
+    /// The connection is done; whether it carried a request.
+    Ended(bool),
+    /// A protocol switch: the tunnel and this origin connection now carry raw bytes, after what each
+    /// side had already buffered.
+    Switched {
+        /// The origin connection.
+        origin: TcpStream,
+        /// Bytes read from the tunnel, for the origin.
+        tunnel_buf: BytesMut,
+        /// Bytes read from the origin, for the tunnel.
+        origin_buf: BytesMut,
+    },
+}
+
+/// Relays requests from the tunnel connection to the origin until it ends or switches protocols.
 async fn relay_requests(
     tunnel: &mut TcpStream,
     mut buf: BytesMut,
     opts: &ShareOptions,
     report: &ReportFn,
-) -> bool {
+) -> Relayed {
     let limits = Limits::default();
     let deadlines = HeadDeadlines { idle: None, head: Some(limits.head_timeout) };
     let mut dec = Decoder::request(&limits);
@@ -187,7 +212,9 @@ async fn relay_requests(
     let mut obuf = BytesMut::with_capacity(crate::io::READ_CHUNK);
     let mut served = false;
     loop {
-        let Ok(head) = read_head(tunnel, &mut buf, &mut dec, deadlines).await else { return served };
+        let Ok(head) = read_head(tunnel, &mut buf, &mut dec, deadlines).await else {
+            return Relayed::Ended(served);
+        };
         served = true;
         let started = StdInstant::now();
         let raw = head.raw();
@@ -221,7 +248,7 @@ async fn relay_requests(
                 if tunnel.write_all(&reply).await.is_err()
                     || !matches!(sunk, Ok(Ending::Message { keep_alive: true }))
                 {
-                    return served;
+                    return Relayed::Ended(served);
                 }
                 dec = req.into_decoder();
                 dec.reset();
@@ -232,23 +259,23 @@ async fn relay_requests(
         let outcome = exchange(tunnel, &mut buf, &mut req, o, &mut obuf, &mut resp).await;
         let Outcome::Done { request, response } = outcome else {
             log(resp.status().unwrap_or(0));
-            return served;
+            return Relayed::Ended(served);
         };
         log(resp.status().unwrap_or(0));
         let response_keep_alive = matches!(response, Ending::Message { keep_alive: true });
         let settled = settle(request, response, response_keep_alive);
         if settled.upstream == After::Raw {
-            if let Some(mut o) = origin.take() {
-                let _ = splice(tunnel, &buf, &mut o, &obuf).await;
-            }
-            return served;
+            return match origin.take() {
+                Some(origin) => Relayed::Switched { origin, tunnel_buf: buf, origin_buf: obuf },
+                None => Relayed::Ended(served),
+            };
         }
         if settled.upstream != After::Reuse || !obuf.is_empty() {
             origin = None;
             obuf.clear();
         }
         if settled.downstream != After::Reuse {
-            return served;
+            return Relayed::Ended(served);
         }
         dec = req.into_decoder();
         dec.reset();

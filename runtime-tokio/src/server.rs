@@ -24,6 +24,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::io::{HeadDeadlines, HeadError, Outcome, exchange, read_head, splice};
 
+/// The answer to a visitor whose granted connection closed before it could be used.
+const OFFLINE: Refusal = Refusal::Offline { retry_after: aether_core::hub::OFFLINE_RETRY_AFTER };
+
 /// A tunnel connection lent to one visitor request; dropping it closes the connection.
 struct Lease {
     stream: TcpStream,
@@ -197,16 +200,12 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
         st.routes.grants.insert(conn, gtx);
     }
     shared.hub(|hub, now| hub.handle(now, Input::Hello { conn, hello }));
-    let closed = |shared: &Shared| {
-        shared.lock().routes.grants.remove(&conn);
-        shared.hub(|hub, now| hub.handle(now, Input::ConnClosed { conn }));
-    };
-    let Ok((verdict, write_line)) = vrx.await else { return closed(&shared) };
+    let Ok((verdict, write_line)) = vrx.await else { return closed(&shared, conn, &mut grx) };
     if write_line {
         let mut line = BytesMut::new();
         encode_verdict(verdict, &mut line);
         if stream.write_all(&line).await.is_err() {
-            return closed(&shared);
+            return closed(&shared, conn, &mut grx);
         }
     }
     if verdict != Verdict::Accepted {
@@ -216,7 +215,7 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
     }
     if !buf.is_empty() {
         // A client sends nothing before a request reaches it.
-        return closed(&shared);
+        return closed(&shared, conn, &mut grx);
     }
     // An idle connection owns no buffer.
     drop(buf);
@@ -224,7 +223,7 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
     loop {
         tokio::select! {
             grant = grx.recv() => {
-                let Some(waiter) = grant else { return closed(&shared) };
+                let Some(waiter) = grant else { return closed(&shared, conn, &mut grx) };
                 let (back_tx, back_rx) = oneshot::channel();
                 let waiting = shared.lock().routes.waiters.remove(&waiter);
                 let lease = Lease { stream, back: back_tx };
@@ -234,20 +233,37 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
                             stream = s;
                             shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
                         }
-                        Err(_) => return closed(&shared),
+                        Err(_) => return closed(&shared, conn, &mut grx),
                     },
                     // The visitor left between grant and delivery: the connection is unused, check it in.
                     Some(Err(Ok(lease))) => {
                         stream = lease.stream;
                         shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
                     }
-                    _ => return closed(&shared),
+                    _ => return closed(&shared, conn, &mut grx),
                 }
             }
             // Idle: any byte or a close ends the connection.
-            _ = stream.read(&mut probe) => return closed(&shared),
+            _ = stream.read(&mut probe) => return closed(&shared, conn, &mut grx),
         }
     }
+}
+
+/// A tunnel connection ended: the hub forgets it, and visitors granted it in the meantime are refused.
+fn closed(shared: &Shared, conn: ConnId, grants: &mut mpsc::UnboundedReceiver<WaiterId>) {
+    // A grant can cross the close: once the channel is shut `deliver` refuses later ones, and the ones
+    // already queued are refused here the same way, so no visitor waits forever.
+    grants.close();
+    {
+        let mut st = shared.lock();
+        st.routes.grants.remove(&conn);
+        while let Ok(waiter) = grants.try_recv() {
+            if let Some(tx) = st.routes.waiters.remove(&waiter) {
+                let _ = tx.send(Err(OFFLINE));
+            }
+        }
+    }
+    shared.hub(|hub, now| hub.handle(now, Input::ConnClosed { conn }));
 }
 
 /// One visitor connection: requests one after another, each answered or relayed.
@@ -265,6 +281,7 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
             Err(HeadError::Closed) => return,
         };
         let head_only = head.method() == Some(Method::Head);
+        let expects_continue = head.expects_continue();
         let unread_body = head.body() != BodyKind::Empty;
         let entropy = crate::entropy();
         let mut admit = None;
@@ -298,10 +315,7 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
             }
             Err(_) => return,
         };
-        if lease.stream.write_all(&out_head).await.is_err() {
-            return write_and_close(stream, &front::tunnel_broke()).await;
-        }
-        let mut req = Pump::request_body(dec);
+        let mut req = Pump::request(dec, out_head, expects_continue);
         let mut resp = Pump::response(&shared.limits, request, Sink::Visitor);
         let mut tbuf = BytesMut::with_capacity(crate::io::READ_CHUNK);
         let outcome =
@@ -325,7 +339,10 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         let settled = settle(request_end, response_end, resp.visitor_keep_alive().unwrap_or(false));
         match settled.upstream {
             After::Raw => {
-                let _ = splice(&mut stream, &buf, &mut lease.stream, &tbuf).await;
+                // The connection leaves the pool now (the hub forgets it), so the client can replace it.
+                let Lease { stream: mut tunnel, back } = lease;
+                drop(back);
+                let _ = splice(&mut stream, &buf, &mut tunnel, &tbuf).await;
                 return;
             }
             // Bytes after the response would be taken for the next one: that connection is done.

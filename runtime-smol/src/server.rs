@@ -1,0 +1,388 @@
+//! `aether serve` on smol: the public HTTP listener, the tunnel listener, and
+//! the loop that carries out the hub's outputs.
+//!
+//! Each tunnel connection has a task that owns its socket while it is idle
+//! (and notices when it closes); a visitor granted that connection borrows
+//! the socket and gives it back (check-in) or drops it (closed).
+
+use std::collections::HashMap;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use aether_core::front::{self, Admit, FrontConfig, Visitor};
+use aether_core::handshake::{HelloDecoder, Verdict, encode_verdict};
+use aether_core::http::{BodyKind, Decoder, Method};
+use aether_core::hub::{ConnId, Hub, Input, Output, Refusal, ServerEvent, WaiterId};
+use aether_core::limits::Limits;
+use aether_core::options::ServeOptions;
+use aether_core::relay::{After, Pump, Sink, settle};
+use async_io::Timer;
+use async_net::{TcpListener, TcpStream};
+use bytes::BytesMut;
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use smol::channel::{Receiver, Sender, TrySendError, bounded, unbounded};
+
+use crate::Spawner;
+use crate::io::{HeadDeadlines, HeadError, Outcome, exchange, read_buf, read_head, splice, timeout_at};
+
+/// The answer for a visitor granted a connection whose task is gone.
+const OFFLINE: Refusal = Refusal::Offline { retry_after: aether_core::hub::OFFLINE_RETRY_AFTER };
+
+/// A tunnel connection lent to one visitor request; dropping it closes the connection.
+struct Lease {
+    stream: TcpStream,
+    back: Sender<TcpStream>,
+}
+
+/// What the hub's outputs are delivered to (the one-shot senders are bounded(1) channels).
+#[derive(Default)]
+struct Routes {
+    verdicts: HashMap<ConnId, Sender<(Verdict, bool)>>,
+    grants: HashMap<ConnId, Sender<WaiterId>>,
+    waiters: HashMap<WaiterId, Sender<Result<Lease, Refusal>>>,
+    next_id: u64,
+}
+
+/// The hub and where its outputs go, under one lock.
+struct State {
+    hub: Hub,
+    routes: Routes,
+}
+
+/// Everything the server's tasks share.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// A one-permit wake-up for the timer loop (tokio's `Notify`).
+    timer: (Sender<()>, Receiver<()>),
+    front: FrontConfig,
+    limits: Limits,
+    mem: fn() -> aether_core::hub::MemStats,
+    local: String,
+    legacy: bool,
+    log: fn(&ServerEvent),
+    spawner: Spawner,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not take the whole server down with a poisoned lock.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Feeds the hub and delivers everything it says.
+    fn hub(&self, f: impl FnOnce(&mut Hub, Instant)) {
+        let mut st = self.lock();
+        f(&mut st.hub, Instant::now());
+        self.deliver(&mut st);
+    }
+
+    fn deliver(&self, st: &mut State) {
+        while let Some(out) = st.hub.poll() {
+            match out {
+                Output::Verdict { conn, verdict, write_line } => {
+                    if let Some(tx) = st.routes.verdicts.remove(&conn) {
+                        let _ = tx.try_send((verdict, write_line));
+                    }
+                }
+                Output::Granted { waiter, conn } => match st.routes.grants.get(&conn) {
+                    Some(tx) if tx.try_send(waiter).is_ok() => {}
+                    // The connection's task is gone: it reports ConnClosed itself; this waiter is refused.
+                    _ => {
+                        if let Some(tx) = st.routes.waiters.remove(&waiter) {
+                            let _ = tx.try_send(Err(OFFLINE));
+                        }
+                    }
+                },
+                Output::Refused { waiter, why } => {
+                    if let Some(tx) = st.routes.waiters.remove(&waiter) {
+                        let _ = tx.try_send(Err(why));
+                    }
+                }
+                Output::Close { conn } => {
+                    // Dropping its grant channel ends the connection's task.
+                    st.routes.grants.remove(&conn);
+                }
+                Output::Event(e) => (self.log)(&e),
+            }
+        }
+        let _ = self.timer.0.try_send(());
+    }
+
+    fn next_id(&self) -> u64 {
+        let mut st = self.lock();
+        st.routes.next_id += 1;
+        st.routes.next_id
+    }
+}
+
+/// Binds both listeners and spawns the server's tasks with `spawner`.
+pub(crate) async fn start(
+    opts: ServeOptions,
+    log: fn(&ServerEvent),
+    spawner: Spawner,
+) -> std::io::Result<(SocketAddr, SocketAddr, Arc<Shared>)> {
+    let http = TcpListener::bind((opts.address, opts.port)).await?;
+    let tunnel = TcpListener::bind((opts.address, opts.tunnel_port)).await?;
+    let (http_addr, tunnel_addr) = (http.local_addr()?, tunnel.local_addr()?);
+    let hub = Hub::new(opts.server_config(tunnel_addr.port()), Instant::now());
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State { hub, routes: Routes::default() }),
+        timer: bounded(1),
+        front: opts.front_config(),
+        limits: opts.limits.clone(),
+        mem: opts.mem,
+        local: http_addr.to_string(),
+        legacy: opts.legacy_handshake,
+        log,
+        spawner: spawner.clone(),
+    });
+    spawner.detach(timer_loop(shared.clone()));
+    spawner.detach(accept_loop(http, shared.clone(), |s, addr, sh| {
+        sh.spawner.clone().detach(visitor(s, addr, sh))
+    }));
+    spawner.detach(accept_loop(tunnel, shared.clone(), |s, _, sh| {
+        sh.spawner.clone().detach(tunnel_conn(s, sh))
+    }));
+    Ok((http_addr, tunnel_addr, shared))
+}
+
+/// Accepts connections for ever, handing each to `spawn`.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    spawn: fn(TcpStream, SocketAddr, Arc<Shared>),
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                spawn(stream, addr, shared.clone());
+            }
+            // Out of descriptors and the like: wait a moment instead of spinning.
+            Err(_) => {
+                Timer::after(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Arms one timer at the hub's next deadline (the driving contract).
+async fn timer_loop(shared: Arc<Shared>) {
+    let notified = || async { shared.timer.1.recv().await.is_ok() };
+    loop {
+        let deadline = shared.lock().hub.poll_timeout();
+        match deadline {
+            None => {
+                notified().await;
+            }
+            Some(at) => {
+                let fired = future::or(async { !notified().await }, async {
+                    Timer::at(at).await;
+                    true
+                })
+                .await;
+                if fired && Instant::now() >= at {
+                    shared.hub(|hub, now| hub.handle_timeout(now));
+                }
+            }
+        }
+    }
+}
+
+/// One tunnel connection: handshake, then idle/leased until it closes.
+async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
+    let conn = ConnId(shared.next_id());
+    let mut dec = HelloDecoder::new(Instant::now(), &shared.limits, shared.legacy);
+    let mut buf = BytesMut::with_capacity(512);
+    let hello = loop {
+        match dec.decode(&mut buf) {
+            Ok(Some(hello)) => break hello,
+            Ok(None) => {}
+            Err(_) => return,
+        }
+        let Some(deadline) = dec.deadline() else { return };
+        match timeout_at(deadline, read_buf(&mut stream, &mut buf)).await {
+            Some(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    };
+    let (vtx, vrx) = bounded(1);
+    let (gtx, grx) = unbounded();
+    {
+        let mut st = shared.lock();
+        st.routes.verdicts.insert(conn, vtx);
+        st.routes.grants.insert(conn, gtx);
+    }
+    shared.hub(|hub, now| hub.handle(now, Input::Hello { conn, hello }));
+    let closed = |shared: &Shared| {
+        // A grant can cross the close: once the channel is shut, `deliver` refuses later ones, and
+        // the ones already queued are refused here the same way, so no visitor waits forever.
+        grx.close();
+        {
+            let mut st = shared.lock();
+            st.routes.grants.remove(&conn);
+            while let Ok(waiter) = grx.try_recv() {
+                if let Some(tx) = st.routes.waiters.remove(&waiter) {
+                    let _ = tx.try_send(Err(OFFLINE));
+                }
+            }
+        }
+        shared.hub(|hub, now| hub.handle(now, Input::ConnClosed { conn }));
+    };
+    let Ok((verdict, write_line)) = vrx.recv().await else { return closed(&shared) };
+    if write_line {
+        let mut line = BytesMut::new();
+        encode_verdict(verdict, &mut line);
+        if stream.write_all(&line).await.is_err() {
+            return closed(&shared);
+        }
+    }
+    if verdict != Verdict::Accepted {
+        // The hub never counted it.
+        shared.lock().routes.grants.remove(&conn);
+        return;
+    }
+    if !buf.is_empty() {
+        // A client sends nothing before a request reaches it.
+        return closed(&shared);
+    }
+    // An idle connection owns no buffer.
+    drop(buf);
+    let mut probe = [0u8; 1];
+    loop {
+        let grant = future::or(async { Some(grx.recv().await) }, async {
+            // Idle: any byte or a close ends the connection.
+            let _ = stream.read(&mut probe).await;
+            None
+        })
+        .await;
+        let Some(Ok(waiter)) = grant else { return closed(&shared) };
+        let (back_tx, back_rx) = bounded(1);
+        let waiting = shared.lock().routes.waiters.remove(&waiter);
+        let Some(tx) = waiting else { return closed(&shared) };
+        match tx.try_send(Ok(Lease { stream, back: back_tx })) {
+            Ok(()) => match back_rx.recv().await {
+                Ok(s) => {
+                    stream = s;
+                    shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
+                }
+                Err(_) => return closed(&shared),
+            },
+            // The visitor left between grant and delivery: the connection is unused, check it in.
+            Err(TrySendError::Closed(Ok(lease)) | TrySendError::Full(Ok(lease))) => {
+                stream = lease.stream;
+                shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
+            }
+            Err(_) => return closed(&shared),
+        }
+    }
+}
+
+/// One visitor connection: requests one after another, each answered or relayed.
+async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+    let ip = addr.ip().to_string();
+    let deadlines =
+        HeadDeadlines { idle: Some(shared.limits.idle_keepalive), head: Some(shared.limits.head_timeout) };
+    let mut buf = BytesMut::with_capacity(crate::io::READ_CHUNK);
+    let mut dec = Decoder::request(&shared.limits);
+    loop {
+        let head = match read_head(&mut stream, &mut buf, &mut dec, deadlines).await {
+            Ok(head) => head,
+            Err(HeadError::Frame(e)) => return write_and_close(stream, &front::frame_error(e)).await,
+            Err(HeadError::TimedOut) => return write_and_close(stream, &front::head_timeout()).await,
+            Err(HeadError::Closed) => return,
+        };
+        let head_only = head.method() == Some(Method::Head);
+        let expects_continue = head.expects_continue();
+        let unread_body = head.body() != BodyKind::Empty;
+        let entropy = crate::entropy();
+        let mut admit = None;
+        shared.hub(|hub, now| {
+            let visitor = Visitor { addr: &ip, local: &shared.local };
+            admit = Some(front::admit(&shared.front, hub, now, &head, visitor, entropy, shared.mem));
+        });
+        let (tunnel, out_head, request) = match admit {
+            Some(Admit::Proxy { tunnel, head, request }) => (tunnel, head, request),
+            Some(Admit::Reply { bytes, close }) => {
+                if stream.write_all(&bytes).await.is_err() || close || !next_message(&mut dec, &mut buf) {
+                    return;
+                }
+                continue;
+            }
+            None => return,
+        };
+        let waiter = WaiterId(shared.next_id());
+        let (tx, rx) = bounded(1);
+        shared.lock().routes.waiters.insert(waiter, tx);
+        shared.hub(|hub, now| hub.handle(now, Input::Checkout { waiter, tunnel }));
+        let mut lease = match rx.recv().await {
+            Ok(Ok(lease)) => lease,
+            Ok(Err(why)) => {
+                let close = unread_body || !request.keep_alive;
+                let reply = front::refusal(why, close, head_only);
+                if stream.write_all(&reply).await.is_err() || close || !next_message(&mut dec, &mut buf) {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => return,
+        };
+        let mut req = Pump::request(dec, out_head, expects_continue);
+        let mut resp = Pump::response(&shared.limits, request, Sink::Visitor);
+        let mut tbuf = BytesMut::with_capacity(crate::io::READ_CHUNK);
+        let outcome =
+            exchange(&mut stream, &mut buf, &mut req, &mut lease.stream, &mut tbuf, &mut resp).await;
+        let (request_end, response_end) = match outcome {
+            Outcome::Done { request, response } => (request, response),
+            Outcome::RequestFailed { frame, response_started } => {
+                if !response_started {
+                    let reply = frame.map_or_else(front::tunnel_broke, front::frame_error);
+                    let _ = stream.write_all(&reply).await;
+                }
+                return;
+            }
+            Outcome::ResponseFailed { response_started } => {
+                if !response_started {
+                    let _ = stream.write_all(&front::tunnel_broke()).await;
+                }
+                return;
+            }
+        };
+        let settled = settle(request_end, response_end, resp.visitor_keep_alive().unwrap_or(false));
+        match settled.upstream {
+            After::Raw => {
+                // The connection leaves the pool now (the hub forgets it), so the client can replace it.
+                let Lease { stream: mut tunnel, back } = lease;
+                drop(back);
+                let _ = splice(&mut stream, &buf, &mut tunnel, &tbuf).await;
+                return;
+            }
+            // Bytes after the response would be taken for the next one: that connection is done.
+            After::Reuse if tbuf.is_empty() => {
+                let _ = lease.back.try_send(lease.stream);
+            }
+            After::Reuse | After::Close => drop(lease),
+        }
+        dec = req.into_decoder();
+        if settled.downstream != After::Reuse {
+            return;
+        }
+        dec.reset();
+    }
+}
+
+/// Finishes a request whose head was answered by the server itself; false if it had a body.
+fn next_message(dec: &mut Decoder, buf: &mut BytesMut) -> bool {
+    let ended = matches!(dec.decode(buf), Ok(Some(aether_core::http::Frame::End { keep_alive: true })));
+    dec.reset();
+    ended
+}
+
+/// Writes the server's own reply, then closes the connection.
+async fn write_and_close(mut stream: TcpStream, bytes: &[u8]) {
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.flush().await;
+    let _ = stream.shutdown(Shutdown::Write);
+}
