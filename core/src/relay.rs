@@ -18,11 +18,16 @@
 //!
 //! It does not open connections, pick tunnel connections or decide routes.
 
+use std::collections::VecDeque;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::http::rewrite::{rewrite_response, visitor_keep_alive};
 use crate::http::{Decoder, Frame, FrameError, RequestInfo};
 use crate::limits::Limits;
+
+/// Most body bytes validated while a request head is held back (see [`Pump::request`]).
+pub const HOLD_LIMIT: usize = 64 * 1024;
 
 /// What the adapter does next for one pump.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +74,7 @@ pub struct Pump {
     /// A request head not yet written; with `hold`, it waits for the body's first valid element.
     head: Option<Bytes>,
     hold: bool,
-    queued: Option<Step>,
+    queued: VecDeque<Step>,
 }
 
 impl Pump {
@@ -84,15 +89,16 @@ impl Pump {
             wrote: false,
             head: None,
             hold: false,
-            queued: None,
+            queued: VecDeque::new(),
         }
     }
 
     /// Writes `head` (a rewritten request head) and relays the body `dec` is at.
     ///
-    /// The head is held back until the body's first element has been validated (or the message
-    /// ended), so a request refused for a bad first chunk sends nothing upstream. It is written at
-    /// once when the visitor waits for `100 Continue` (`expects_continue`) before sending a body.
+    /// The head is held back until all of the body already received (up to [`HOLD_LIMIT`] bytes,
+    /// and at least its first element) has been validated, so a malformed body that arrived with its
+    /// head sends nothing upstream. It is written at once when the visitor waits for `100 Continue`
+    /// (`expects_continue`) before sending a body.
     pub fn request(dec: Decoder, head: Bytes, expects_continue: bool) -> Self {
         Self { head: Some(head), hold: !expects_continue, ..Self::request_body(dec) }
     }
@@ -105,28 +111,45 @@ impl Pump {
 
     /// Decodes from the front of `buf` and says what to do; `eof`: the source has closed.
     pub fn step(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Step, FrameError> {
-        if let Some(step) = self.queued.take() {
+        let step = self.step_inner(buf, eof);
+        if let Ok(Step::Write(_)) = step {
+            self.wrote = true;
+        }
+        step
+    }
+
+    fn step_inner(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Step, FrameError> {
+        if let Some(step) = self.queued.pop_front() {
             return Ok(step);
         }
-        if !self.hold
-            && let Some(head) = self.head.take()
-        {
-            self.wrote = true;
+        let Some(head) = self.head.take() else { return self.next_step(buf, eof) };
+        if !self.hold {
             return Ok(Step::Write(head));
         }
-        let step = self.next_step(buf, eof)?;
-        match (self.head.take(), step) {
-            (Some(head), Step::Read) => {
-                self.head = Some(head);
-                Ok(Step::Read)
+        // Validate all of the body that has arrived (up to HOLD_LIMIT) before the head goes upstream.
+        let mut held = 0;
+        loop {
+            match self.next_step(buf, eof) {
+                Err(e) => return Err(e),
+                Ok(Step::Read) if self.queued.is_empty() => {
+                    self.head = Some(head);
+                    return Ok(Step::Read);
+                }
+                Ok(Step::Read) => break,
+                Ok(Step::Write(bytes)) => {
+                    held += bytes.len();
+                    self.queued.push_back(Step::Write(bytes));
+                    if held >= HOLD_LIMIT {
+                        break;
+                    }
+                }
+                Ok(done @ Step::Done(_)) => {
+                    self.queued.push_back(done);
+                    break;
+                }
             }
-            (Some(head), step) => {
-                self.queued = Some(step);
-                self.wrote = true;
-                Ok(Step::Write(head))
-            }
-            (None, step) => Ok(step),
         }
+        Ok(Step::Write(head))
     }
 
     fn next_step(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Step, FrameError> {
@@ -154,9 +177,6 @@ impl Pump {
             Frame::End { keep_alive } => Step::Done(Ending::Message { keep_alive }),
             Frame::Switched => Step::Done(Ending::Switched),
         };
-        if matches!(step, Step::Write(_)) {
-            self.wrote = true;
-        }
         Ok(step)
     }
 
@@ -330,6 +350,19 @@ mod tests {
         let mut pump = Pump::request(dec, head.clone(), cont);
         assert_eq!(pump.step(&mut buf, false), Err(FrameError::InvalidChunkSize));
         assert!(!pump.started(), "nothing of a refused request goes upstream");
+        let (dec, mut buf, cont) =
+            head_then(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n");
+        let mut pump = Pump::request(dec, head.clone(), cont);
+        assert_eq!(pump.step(&mut buf, false), Err(FrameError::MissingChunkCrlf), "a later bad element too");
+        assert!(!pump.started());
+        // A body that arrived with its head goes out right behind it, in order.
+        let mut raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 200000\r\n\r\n".to_vec();
+        raw.resize(raw.len() + 200_000, b'x');
+        let (dec, mut buf, cont) = head_then(&raw);
+        let mut pump = Pump::request(dec, head.clone(), cont);
+        assert_eq!(pump.step(&mut buf, false), Ok(Step::Write(head.clone())));
+        assert!(matches!(pump.step(&mut buf, false), Ok(Step::Write(b)) if b.len() == 200_000));
+        assert_eq!(pump.step(&mut buf, false), Ok(Step::Done(Ending::Message { keep_alive: true })));
 
         let (dec, mut buf, cont) =
             head_then(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3");
