@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use crate::http::rewrite::{rewrite_response, visitor_keep_alive};
-use crate::http::{Decoder, Frame, FrameError, RequestInfo};
+use crate::http::{BodyKind, Decoder, Frame, FrameError, Method, RequestInfo};
 use crate::limits::Limits;
 
 /// Most body bytes validated while a request head is held back (see [`Pump::request`]).
@@ -241,6 +241,18 @@ pub fn settle(request: Option<Ending>, response: Ending, downstream_keep_alive: 
     }
 }
 
+/// Whether a request may be sent again on a fresh upstream connection after its first one failed.
+///
+/// Only when that connection was a kept one (it most likely closed while idle, just as the request
+/// went out), no byte of a response came back, and the request is a body-less GET or HEAD, which is
+/// safe to repeat.
+pub fn may_retry(method: Option<Method>, body: BodyKind, reused: bool, response_started: bool) -> bool {
+    reused
+        && !response_started
+        && body == BodyKind::Empty
+        && matches!(method, Some(Method::Get | Method::Head))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +391,17 @@ mod tests {
         let mut pump = Pump::request(dec, head.clone(), cont);
         assert_eq!(pump.step(&mut buf, false), Ok(Step::Write(head)));
         assert_eq!(pump.step(&mut buf, false), Ok(Step::Read));
+    }
+
+    #[test]
+    fn only_safe_requests_on_kept_connections_are_retried() {
+        let get = Some(Method::Get);
+        assert!(may_retry(get, BodyKind::Empty, true, false));
+        assert!(may_retry(Some(Method::Head), BodyKind::Empty, true, false));
+        assert!(!may_retry(get, BodyKind::Empty, false, false), "a fresh connection failing is real");
+        assert!(!may_retry(get, BodyKind::Empty, true, true), "part of a response went out");
+        assert!(!may_retry(Some(Method::Other), BodyKind::Empty, true, false), "POST and friends");
+        assert!(!may_retry(get, BodyKind::Length(3), true, false), "the body is gone");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use aether_core::http::{Decoder, Method};
 use aether_core::limits::Limits;
 use aether_core::options::{Report, RequestLog, ShareOptions, ShareStatus};
 use aether_core::register::{ReplyReader, encode_call};
-use aether_core::relay::{After, Ending, Pump, Sink, settle};
+use aether_core::relay::{After, Ending, Pump, Sink, may_retry, settle};
 use aether_core::supervisor::{
     ClientEvent, Input, Output, RegisterFailure, RegisterId, Registration, SlotId, Supervisor,
 };
@@ -230,7 +230,7 @@ async fn relay_requests(
             }))
         };
         let mut req = Pump::request_body(dec);
-        let o = match connect_origin(&mut origin, &mut obuf, opts, raw).await {
+        let (o, reused) = match connect_origin(&mut origin, &mut obuf, opts, raw).await {
             Ok(o) => o,
             Err(error) => {
                 // The body still comes down the tunnel: read it past, so the connection stays in step.
@@ -256,7 +256,22 @@ async fn relay_requests(
             }
         };
         let mut resp = Pump::response(&limits, head.request_info(), Sink::Peer);
-        let outcome = exchange(tunnel, &mut buf, &mut req, o, &mut obuf, &mut resp).await;
+        let mut outcome = exchange(tunnel, &mut buf, &mut req, o, &mut obuf, &mut resp).await;
+        if let Outcome::ResponseFailed { response_started } = outcome
+            && may_retry(head.method(), head.body(), reused, response_started)
+        {
+            // The origin closed the kept connection just as the request went out: once more, fresh.
+            origin = None;
+            if let Ok((o, _)) = connect_origin(&mut origin, &mut obuf, opts, raw).await {
+                resp = Pump::response(&limits, head.request_info(), Sink::Peer);
+                let request = Some(Ending::Message { keep_alive: head.keep_alive() });
+                outcome =
+                    match crate::io::pump(o, &mut obuf, tunnel, &mut resp, &AtomicBool::new(false)).await {
+                        Ok(response) => Outcome::Done { request, response },
+                        Err(_) => Outcome::ResponseFailed { response_started: resp.started() },
+                    };
+            }
+        }
         let Outcome::Done { request, response } = outcome else {
             log(resp.status().unwrap_or(0));
             return Relayed::Ended(served);
@@ -283,13 +298,13 @@ async fn relay_requests(
 }
 
 /// The origin connection for the next request, with its head written: the kept one if it is still
-/// open, else a new one.
+/// open, else a new one; and whether it was the kept one.
 async fn connect_origin<'a>(
     origin: &'a mut Option<TcpStream>,
     obuf: &mut BytesMut,
     opts: &ShareOptions,
     head: &[u8],
-) -> Result<&'a mut TcpStream, String> {
+) -> Result<(&'a mut TcpStream, bool), String> {
     if let Some(kept) = origin.take() {
         let mut probe = [0u8; 1];
         // Still open and silent: reuse it.
@@ -297,7 +312,7 @@ async fn connect_origin<'a>(
         if idle {
             let mut kept = kept;
             if kept.write_all(head).await.is_ok() {
-                return Ok(origin.insert(kept));
+                return Ok((origin.insert(kept), true));
             }
         }
     }
@@ -310,5 +325,5 @@ async fn connect_origin<'a>(
     };
     let _ = fresh.set_nodelay(true);
     fresh.write_all(head).await.map_err(|e| e.to_string())?;
-    Ok(origin.insert(fresh))
+    Ok((origin.insert(fresh), false))
 }
