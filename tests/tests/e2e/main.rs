@@ -1,0 +1,63 @@
+//! The end-to-end suite: every case below runs once per runtime pairing, as
+//! `<server runtime>_<client runtime>::<group>::<case>` (e.g.
+//! `cargo test -p aether-tests tokio_smol::forwarding`).
+
+mod common;
+mod forwarding;
+mod limits;
+mod protocol;
+mod registration;
+mod resilience;
+mod routing;
+mod security;
+mod streaming;
+
+/// One `#[test]` per case of each group, under one pairing.
+macro_rules! suite {
+    ($pair:ident; $($group:ident { $($case:ident),* $(,)? })*) => {
+        $(
+            mod $group {
+                $(
+                    #[test]
+                    fn $case() {
+                        aether_tests::run(aether_tests::Pair::$pair, crate::$group::$case)
+                    }
+                )*
+            }
+        )*
+    };
+}
+
+/// The whole suite, once per pairing of server runtime and client runtime.
+macro_rules! all_pairings {
+    ($($body:tt)*) => {
+        mod tokio_tokio { suite!(TT; $($body)*); }
+        mod tokio_smol { suite!(TS; $($body)*); }
+        mod smol_tokio { suite!(ST; $($body)*); }
+        mod smol_smol { suite!(SS; $($body)*); }
+    };
+}
+
+all_pairings! {
+    registration { random_name, named, invalid_names, taken_while_connected }
+    forwarding {
+        methods_and_bodies, chunked_forwarded_as_received, target_byte_for_byte, forwarded_headers,
+        head_204_304_chunked_close, http10_visitor, keep_alive_100_sequential, pipelined,
+        concurrent_200, expect_continue,
+    }
+    streaming {
+        large_upload_and_download, sse_arrives_incrementally, upgrade_echo_beside_requests,
+        upgrade_refills_pool,
+    }
+    resilience {
+        origin_down_502, client_killed, visitors_answered_when_client_dies, visitors_abandon_midway,
+        server_restarted,
+    }
+    routing { path_mode_and_status, domain_mode, secure_mode }
+    security { handshake_needs_the_token, silent_and_long_handshakes_closed }
+    protocol { hand_driven_tunnel, broken_responses, legacy_handshake, tunnel_limit }
+    limits {
+        ambiguous_heads_refused, bad_chunks_refused, oversize_heads, head_timeout_408,
+        queue_timeout_504, queue_full_503,
+    }
+}
