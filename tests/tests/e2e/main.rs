@@ -51,7 +51,7 @@ all_pairings! {
     }
     resilience {
         origin_down_502, client_killed, visitors_answered_when_client_dies, visitors_abandon_midway,
-        server_restarted,
+        server_restarted, kept_origin_closed_silently,
     }
     routing { path_mode_and_status, domain_mode, secure_mode }
     security { handshake_needs_the_token, silent_and_long_handshakes_closed }

@@ -205,3 +205,50 @@ pub fn visitors_abandon_midway(env: &Env) {
         })
     });
 }
+
+/// An origin that answers one request per connection and then closes it silently when the next
+/// request arrives (as one that times out idle connections does, racing the client's reuse): a GET
+/// is retried on a fresh connection and succeeds; a POST, whose body cannot be sent again, gets 502.
+pub fn kept_origin_closed_silently(env: &Env) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = answered.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let count = count.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                // The next request's first bytes: close without a word.
+                let _ = s.read(&mut chunk);
+            });
+        }
+    });
+    let server = env.server();
+    let mut opts = env.share_options(&server, port);
+    opts.max_conns = Some(1);
+    let t = env.tunnel_with(&server, opts);
+    let mut conn = t.connect();
+    for i in 0..5 {
+        let r = conn.exchange(&t.host, &Req::get(&t.target(&format!("/get-{i}"))));
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "ok".to_owned()),
+            "GET {i} on a silently closed kept connection"
+        );
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), 5, "each GET reached the origin once");
+    let r = conn.exchange(&t.host, &Req::new("POST", &t.target("/post")).body("once only"));
+    assert_eq!(r.status, 502, "a request with a body is not sent twice: {}", r.text());
+    assert_eq!(answered.load(Ordering::SeqCst), 5);
+}
