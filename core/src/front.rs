@@ -17,17 +17,19 @@ use bytes::{Bytes, BytesMut};
 
 use crate::http::encode::{Reply, encode_frame_error};
 use crate::http::rewrite::{Forwarding, Proto, rewrite_request};
-use crate::http::{BodyKind, FrameError, Head, Method, RequestInfo, Role};
+use crate::http::{BodyKind, Decoder, Frame, FrameError, Head, Method, RequestInfo, Role};
 use crate::hub::{Hub, MemStats, Refusal, RegisterError, RegisterRequest};
 use crate::id::{Token, TunnelId};
+use crate::limits::Limits;
 use crate::registry::ceil_secs;
+use crate::relay::{Pump, Sink};
 use crate::route::{Route, RouteConfig, route};
 
 /// The header a client sends on `/?new=<name>` to resume the tunnel it held.
 pub const TOKEN_HEADER: &str = "Aether-Tunnel-Token";
 
 /// How the front door answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct FrontConfig {
     /// Domain or path routing.
     pub route: RouteConfig,
@@ -35,6 +37,8 @@ pub struct FrontConfig {
     pub proto: Proto,
     /// Where `GET /` redirects.
     pub landing: String,
+    /// Reads the process's memory figures for `/api/status`.
+    pub mem: fn() -> MemStats,
 }
 
 /// What to do with one visitor request.
@@ -47,15 +51,49 @@ pub enum Admit {
         /// Close after writing.
         close: bool,
     },
-    /// Check out a connection of `tunnel`, write `head` down it, then relay the body and the response.
-    Proxy {
-        /// The tunnel.
-        tunnel: TunnelId,
-        /// The rewritten request head.
-        head: Bytes,
-        /// What the response decoder must know.
-        request: RequestInfo,
-    },
+    /// Check out a connection of the tunnel, then relay the request and the response over it.
+    Proxy(Forward),
+}
+
+/// A request on its way to a tunnel: what to send, and how to answer if no connection comes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The tunnel.
+    pub tunnel: TunnelId,
+    head: Bytes,
+    request: RequestInfo,
+    expects_continue: bool,
+    head_only: bool,
+    has_body: bool,
+}
+
+impl Forward {
+    /// The reply when the hub gives no connection, and whether to close; when not closing, `dec` is
+    /// ready for the visitor's next request.
+    pub fn refused(&self, why: Refusal, dec: &mut Decoder) -> (Bytes, bool) {
+        let close = finish(dec, self.has_body || !self.request.keep_alive);
+        (refusal(why, close, self.head_only), close)
+    }
+
+    /// The two pumps of the exchange: the rewritten request (its head held as [`Pump::request`]
+    /// says) and its response, rewritten for the visitor.
+    pub fn pumps(self, dec: Decoder, limits: &Limits) -> (Pump, Pump) {
+        (
+            Pump::request(dec, self.head, self.expects_continue),
+            Pump::response(limits, self.request, Sink::Visitor),
+        )
+    }
+}
+
+/// Readies `dec` for the next request after a body-less one was answered; says whether to close instead.
+fn finish(dec: &mut Decoder, close: bool) -> bool {
+    if close {
+        return true;
+    }
+    // A body-less request's end needs no bytes.
+    let ended = matches!(dec.decode(&mut BytesMut::new()), Ok(Some(Frame::End { keep_alive: true })));
+    dec.reset();
+    !ended
 }
 
 /// Who is asking, as the adapter knows it.
@@ -75,12 +113,13 @@ pub fn admit(
     head: &Head,
     visitor: Visitor<'_>,
     entropy: [u8; 32],
-    mem: impl FnOnce() -> MemStats,
+    dec: &mut Decoder,
 ) -> Admit {
     let method = head.method().unwrap_or(Method::Other);
     let request = head.request_info();
+    let has_body = head.body() != BodyKind::Empty;
     // A body we do not read would be taken for the next request: answer, then close.
-    let close = !request.keep_alive || head.body() != BodyKind::Empty;
+    let close = !request.keep_alive || has_body;
     let head_only = method == Method::Head;
     let reply = |status: u16, content_type: &str, body: &[u8], headers: &[(&str, &str)]| {
         let mut out = BytesMut::new();
@@ -92,35 +131,48 @@ pub fn admit(
     };
     let json =
         |status: u16, value: &dyn erased::Json| reply(status, "application/json", &value.to_json(), &[]);
-    match route(&cfg.route, method, head.host(), head.target()) {
+    let reply = match route(&cfg.route, method, head.host(), head.target()) {
         Err(e) => text(e.status(), &e.to_string(), &[]),
         Ok(Route::Landing) => text(302, "see the landing page", &[("Location", &cfg.landing)]),
-        Ok(Route::ServerStatus) => json(200, &hub.server_status(mem())),
+        Ok(Route::ServerStatus) => json(200, &hub.server_status((cfg.mem)())),
         Ok(Route::TunnelStatus(id)) => match hub.tunnel_status(now, &id) {
             Some(status) => json(200, &status),
             None => text(404, Refusal::UnknownTunnel.message(), &[]),
         },
         Ok(Route::Register { name }) => {
-            let resume = match head.field(TOKEN_HEADER).map(Token::parse) {
-                Some(Err(_)) => return text(400, &format!("malformed {TOKEN_HEADER} header"), &[]),
-                Some(Ok(token)) => Some(token),
-                None => None,
-            };
             let host = head.host().map_or(visitor.local, |h| std::str::from_utf8(h).unwrap_or(visitor.local));
-            match hub.register(now, RegisterRequest { name, resume, host: host.to_owned() }, entropy) {
-                Ok(reg) => json(200, &reg),
-                Err(e @ RegisterError::NameTaken { retry_after: Some(after) }) => {
-                    text(409, &e.to_string(), &[("Retry-After", &ceil_secs(after).to_string())])
+            match head.field(TOKEN_HEADER).map(Token::parse).transpose() {
+                Err(_) => text(400, &format!("malformed {TOKEN_HEADER} header"), &[]),
+                Ok(resume) => {
+                    match hub.register(now, RegisterRequest { name, resume, host: host.to_owned() }, entropy)
+                    {
+                        Ok(reg) => json(200, &reg),
+                        Err(e @ RegisterError::NameTaken { retry_after: Some(after) }) => {
+                            text(409, &e.to_string(), &[("Retry-After", &ceil_secs(after).to_string())])
+                        }
+                        Err(e) => text(e.status(), &e.to_string(), &[]),
+                    }
                 }
-                Err(e) => text(e.status(), &e.to_string(), &[]),
             }
         }
         Ok(Route::Proxy { tunnel, target }) => {
             let mut out = BytesMut::new();
             let fwd = Forwarding { client: visitor.addr, proto: cfg.proto, target };
             let request = rewrite_request(head, &fwd, &mut out);
-            Admit::Proxy { tunnel, head: out.freeze(), request }
+            let expects_continue = head.expects_continue();
+            return Admit::Proxy(Forward {
+                tunnel,
+                head: out.freeze(),
+                request,
+                expects_continue,
+                head_only,
+                has_body,
+            });
         }
+    };
+    match reply {
+        Admit::Reply { bytes, close } => Admit::Reply { close: finish(dec, close), bytes },
+        proxy => proxy,
     }
 }
 
@@ -162,8 +214,15 @@ pub fn tunnel_broke() -> Bytes {
     out.freeze()
 }
 
-/// The client's answer when the origin cannot be reached (502); keeps the tunnel connection usable.
-pub fn origin_unreachable(origin: &str, error: &str, head_only: bool) -> Bytes {
+/// What the visitor gets when its exchange broke: a reply, unless part of a response already went out
+/// (then only the close tells). `frame` is the visitor's own framing error, if that was the cause.
+pub fn broken(frame: Option<FrameError>, response_started: bool) -> Option<Bytes> {
+    (!response_started).then(|| frame.map_or_else(tunnel_broke, frame_error))
+}
+
+/// The client's answer to `request` when the origin cannot be reached (502); keeps the tunnel connection usable.
+pub fn origin_unreachable(origin: &str, error: &str, request: &Head) -> Bytes {
+    let head_only = request.method() == Some(Method::Head);
     let mut out = BytesMut::new();
     let body = format!("aether: the local service at {origin} is not reachable: {error}\n");
     Reply { head_only, ..Reply::text(502, &body) }.encode(&mut out);
@@ -189,15 +248,13 @@ mod erased {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::Decoder;
-    use crate::http::Frame;
     use crate::hub::{Input, Output, ServerConfig};
     use crate::limits::Limits;
 
-    fn head(raw: &str) -> Head {
+    fn head(raw: &str) -> (Head, Decoder) {
         let mut dec = Decoder::request(&Limits::default());
         match dec.decode(&mut BytesMut::from(raw.as_bytes())) {
-            Ok(Some(Frame::Head(h))) => h,
+            Ok(Some(Frame::Head(h))) => (h, dec),
             other => panic!("{other:?}"),
         }
     }
@@ -207,16 +264,16 @@ mod tests {
             route: RouteConfig { domain: domain.map(str::to_owned) },
             proto: Proto::Http,
             landing: "https://example.org/".into(),
+            mem: MemStats::default,
         }
     }
 
     fn ask(hub: &mut Hub, c: &FrontConfig, raw: &str) -> (String, bool) {
         let v = Visitor { addr: "10.0.0.9", local: "127.0.0.1:8080" };
-        match admit(c, hub, Instant::now(), &head(raw), v, [3; 32], MemStats::default) {
+        let (h, mut dec) = head(raw);
+        match admit(c, hub, Instant::now(), &h, v, [3; 32], &mut dec) {
             Admit::Reply { bytes, close } => (String::from_utf8(bytes.to_vec()).unwrap(), close),
-            Admit::Proxy { head, .. } => {
-                (format!("PROXY {}", String::from_utf8(head.to_vec()).unwrap()), false)
-            }
+            Admit::Proxy(fwd) => (format!("PROXY {}", String::from_utf8(fwd.head.to_vec()).unwrap()), false),
         }
     }
 
@@ -284,6 +341,32 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_request_keeps_the_visitor_unless_a_body_went_unread() {
+        let mut hub = Hub::new(ServerConfig::default(), Instant::now());
+        let c = cfg(None);
+        let v = Visitor { addr: "10.0.0.9", local: "127.0.0.1:8080" };
+        for (raw, want_close) in [
+            ("GET /some-tunnel/x HTTP/1.1\r\nHost: t\r\n\r\n", false),
+            ("POST /some-tunnel/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n", true),
+            ("GET /some-tunnel/x HTTP/1.0\r\n\r\n", true),
+        ] {
+            let (h, mut dec) = head(raw);
+            let Admit::Proxy(fwd) = admit(&c, &mut hub, Instant::now(), &h, v, [3; 32], &mut dec) else {
+                panic!("not proxied: {raw}")
+            };
+            let (bytes, close) = fwd.refused(Refusal::UnknownTunnel, &mut dec);
+            assert!(bytes.starts_with(b"HTTP/1.1 404 ") && close == want_close, "{raw}");
+            if !close {
+                let mut next = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"[..]);
+                assert!(
+                    matches!(dec.decode(&mut next), Ok(Some(Frame::Head(_)))),
+                    "ready for the next request"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn refusals_and_errors_say_what_happened() {
         let off = String::from_utf8(
             refusal(Refusal::Offline { retry_after: std::time::Duration::from_millis(1500) }, false, false)
@@ -298,8 +381,9 @@ mod tests {
         assert!(refusal(Refusal::TimedOut, false, false).starts_with(b"HTTP/1.1 504 "));
         assert!(frame_error(FrameError::LengthWithTransferEncoding).starts_with(b"HTTP/1.1 400 "));
         assert!(head_timeout().starts_with(b"HTTP/1.1 408 "));
+        let (get, _) = head("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         let down =
-            String::from_utf8(origin_unreachable("127.0.0.1:3000", "connection refused", false).to_vec())
+            String::from_utf8(origin_unreachable("127.0.0.1:3000", "connection refused", &get).to_vec())
                 .unwrap();
         assert!(
             down.starts_with("HTTP/1.1 502 ") && down.contains("127.0.0.1:3000") && !down.contains("close")

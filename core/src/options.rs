@@ -73,6 +73,7 @@ impl ServeOptions {
             route: RouteConfig { domain: self.domain.clone() },
             proto: if self.secure { Proto::Https } else { Proto::Http },
             landing: self.landing.clone(),
+            mem: self.mem,
         }
     }
 }

@@ -190,6 +190,20 @@ impl Pump {
         self.status.filter(|&s| s != 0)
     }
 
+    /// How the exchange ends for both connections, this being its response's pump; `leftover`: the
+    /// upstream sent bytes past the response, so it cannot carry another exchange.
+    pub fn settle(&self, request: Option<Ending>, response: Ending, leftover: bool) -> Settled {
+        let downstream_keep_alive = match self.sink {
+            Sink::Visitor => self.visitor_keep_alive.unwrap_or(false),
+            Sink::Peer => matches!(response, Ending::Message { keep_alive: true }),
+        };
+        let mut settled = settle(request, response, downstream_keep_alive);
+        if leftover && settled.upstream == After::Reuse {
+            settled.upstream = After::Close;
+        }
+        settled
+    }
+
     /// The visitor may send another request after this response (known once its head passed).
     pub fn visitor_keep_alive(&self) -> Option<bool> {
         self.visitor_keep_alive
@@ -414,5 +428,18 @@ mod tests {
         assert_eq!(settle(Some(ok), no, true).upstream, After::Close);
         assert_eq!(settle(None, ok, true), Settled { downstream: After::Close, upstream: After::Close });
         assert_eq!(settle(Some(ok), Ending::Switched, true).upstream, After::Raw);
+        // From a response pump: the peer's own keep-alive, and leftover bytes spoil the upstream.
+        let peer = Pump::response(&Limits::default(), get(), Sink::Peer);
+        assert_eq!(
+            peer.settle(Some(ok), ok, false),
+            Settled { downstream: After::Reuse, upstream: After::Reuse }
+        );
+        assert_eq!(
+            peer.settle(Some(ok), no, false),
+            Settled { downstream: After::Close, upstream: After::Close }
+        );
+        assert_eq!(peer.settle(Some(ok), ok, true).upstream, After::Close);
+        let visitor = Pump::response(&Limits::default(), get(), Sink::Visitor);
+        assert_eq!(visitor.settle(Some(ok), ok, false).downstream, After::Close, "no head seen: close");
     }
 }

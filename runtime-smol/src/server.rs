@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use aether_core::front::{self, Admit, FrontConfig, Visitor};
 use aether_core::handshake::{HelloDecoder, Verdict, encode_verdict};
-use aether_core::http::{BodyKind, Decoder, Method};
+use aether_core::http::Decoder;
 use aether_core::hub::{ConnId, Hub, Input, Output, Refusal, ServerEvent, WaiterId};
 use aether_core::limits::Limits;
 use aether_core::options::ServeOptions;
-use aether_core::relay::{After, Pump, Sink, settle};
+use aether_core::relay::After;
 use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use bytes::BytesMut;
@@ -58,7 +58,6 @@ pub(crate) struct Shared {
     timer: (Sender<()>, Receiver<()>),
     front: FrontConfig,
     limits: Limits,
-    mem: fn() -> aether_core::hub::MemStats,
     local: String,
     legacy: bool,
     log: fn(&ServerEvent),
@@ -132,7 +131,6 @@ pub(crate) async fn start(
         timer: bounded(1),
         front: opts.front_config(),
         limits: opts.limits.clone(),
-        mem: opts.mem,
         local: http_addr.to_string(),
         legacy: opts.legacy_handshake,
         log,
@@ -294,25 +292,23 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
             Err(HeadError::TimedOut) => return write_and_close(stream, &front::head_timeout()).await,
             Err(HeadError::Closed) => return,
         };
-        let head_only = head.method() == Some(Method::Head);
-        let expects_continue = head.expects_continue();
-        let unread_body = head.body() != BodyKind::Empty;
         let entropy = crate::entropy();
         let mut admit = None;
         shared.hub(|hub, now| {
             let visitor = Visitor { addr: &ip, local: &shared.local };
-            admit = Some(front::admit(&shared.front, hub, now, &head, visitor, entropy, shared.mem));
+            admit = Some(front::admit(&shared.front, hub, now, &head, visitor, entropy, &mut dec));
         });
-        let (tunnel, out_head, request) = match admit {
-            Some(Admit::Proxy { tunnel, head, request }) => (tunnel, head, request),
+        let forward = match admit {
+            Some(Admit::Proxy(forward)) => forward,
             Some(Admit::Reply { bytes, close }) => {
-                if stream.write_all(&bytes).await.is_err() || close || !next_message(&mut dec, &mut buf) {
+                if stream.write_all(&bytes).await.is_err() || close {
                     return;
                 }
                 continue;
             }
             None => return,
         };
+        let tunnel = forward.tunnel.clone();
         let waiter = WaiterId(shared.next_id());
         let (tx, rx) = bounded(1);
         shared.lock().routes.waiters.insert(waiter, tx);
@@ -320,37 +316,35 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         let mut lease = match rx.recv().await {
             Ok(Ok(lease)) => lease,
             Ok(Err(why)) => {
-                let close = unread_body || !request.keep_alive;
-                let reply = front::refusal(why, close, head_only);
-                if stream.write_all(&reply).await.is_err() || close || !next_message(&mut dec, &mut buf) {
+                let (reply, close) = forward.refused(why, &mut dec);
+                if stream.write_all(&reply).await.is_err() || close {
                     return;
                 }
                 continue;
             }
             Err(_) => return,
         };
-        let mut req = Pump::request(dec, out_head, expects_continue);
-        let mut resp = Pump::response(&shared.limits, request, Sink::Visitor);
+        let (mut req, mut resp) = forward.pumps(dec, &shared.limits);
         let mut tbuf = BytesMut::with_capacity(crate::io::READ_CHUNK);
         let outcome =
             exchange(&mut stream, &mut buf, &mut req, &mut lease.stream, &mut tbuf, &mut resp).await;
         let (request_end, response_end) = match outcome {
             Outcome::Done { request, response } => (request, response),
             Outcome::RequestFailed { frame, response_started } => {
-                if !response_started {
-                    let reply = frame.map_or_else(front::tunnel_broke, front::frame_error);
+                if let Some(reply) = front::broken(frame, response_started) {
                     let _ = stream.write_all(&reply).await;
                 }
                 return;
             }
             Outcome::ResponseFailed { response_started } => {
-                if !response_started {
-                    let _ = stream.write_all(&front::tunnel_broke()).await;
+                if let Some(reply) = front::broken(None, response_started) {
+                    let _ = stream.write_all(&reply).await;
                 }
                 return;
             }
         };
-        let settled = settle(request_end, response_end, resp.visitor_keep_alive().unwrap_or(false));
+        // Bytes after the response would be taken for the next one: that connection is done.
+        let settled = resp.settle(request_end, response_end, !tbuf.is_empty());
         match settled.upstream {
             After::Raw => {
                 // The connection leaves the pool now (the hub forgets it), so the client can replace it.
@@ -359,11 +353,10 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
                 let _ = splice(&mut stream, &buf, &mut tunnel, &tbuf).await;
                 return;
             }
-            // Bytes after the response would be taken for the next one: that connection is done.
-            After::Reuse if tbuf.is_empty() => {
+            After::Reuse => {
                 let _ = lease.back.try_send(lease.stream);
             }
-            After::Reuse | After::Close => drop(lease),
+            After::Close => drop(lease),
         }
         dec = req.into_decoder();
         if settled.downstream != After::Reuse {
@@ -371,13 +364,6 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         }
         dec.reset();
     }
-}
-
-/// Finishes a request whose head was answered by the server itself; false if it had a body.
-fn next_message(dec: &mut Decoder, buf: &mut BytesMut) -> bool {
-    let ended = matches!(dec.decode(buf), Ok(Some(aether_core::http::Frame::End { keep_alive: true })));
-    dec.reset();
-    ended
 }
 
 /// Writes the server's own reply, then closes the connection.

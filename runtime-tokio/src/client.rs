@@ -9,11 +9,11 @@ use std::time::Instant as StdInstant;
 
 use aether_core::front;
 use aether_core::handshake::{Hello, Verdict, VerdictDecoder, encode_hello};
-use aether_core::http::{Decoder, Method};
+use aether_core::http::Decoder;
 use aether_core::limits::Limits;
 use aether_core::options::{Report, RequestLog, ShareOptions, ShareStatus};
 use aether_core::register::{ReplyReader, encode_call};
-use aether_core::relay::{After, Ending, Pump, Sink, may_retry, settle};
+use aether_core::relay::{After, Ending, Pump, Sink, may_retry};
 use aether_core::supervisor::{
     ClientEvent, Input, Output, RegisterFailure, RegisterId, Registration, SlotId, Supervisor,
 };
@@ -242,8 +242,7 @@ async fn relay_requests(
                     &AtomicBool::new(false),
                 )
                 .await;
-                let reply =
-                    front::origin_unreachable(&opts.origin(), &error, head.method() == Some(Method::Head));
+                let reply = front::origin_unreachable(&opts.origin(), &error, &head);
                 log(502);
                 if tunnel.write_all(&reply).await.is_err()
                     || !matches!(sunk, Ok(Ending::Message { keep_alive: true }))
@@ -277,15 +276,14 @@ async fn relay_requests(
             return Relayed::Ended(served);
         };
         log(resp.status().unwrap_or(0));
-        let response_keep_alive = matches!(response, Ending::Message { keep_alive: true });
-        let settled = settle(request, response, response_keep_alive);
+        let settled = resp.settle(request, response, !obuf.is_empty());
         if settled.upstream == After::Raw {
             return match origin.take() {
                 Some(origin) => Relayed::Switched { origin, tunnel_buf: buf, origin_buf: obuf },
                 None => Relayed::Ended(served),
             };
         }
-        if settled.upstream != After::Reuse || !obuf.is_empty() {
+        if settled.upstream != After::Reuse {
             origin = None;
             obuf.clear();
         }
