@@ -106,13 +106,15 @@ pub struct Visitor<'a> {
 }
 
 /// Decides what a request head gets; registers tunnels and renders status on the way.
+///
+/// `entropy` is called (for OS randomness) only when a tunnel is registered.
 pub fn admit(
     cfg: &FrontConfig,
     hub: &mut Hub,
     now: Instant,
     head: &Head,
     visitor: Visitor<'_>,
-    entropy: [u8; 32],
+    entropy: impl FnOnce() -> [u8; 32],
     dec: &mut Decoder,
 ) -> Admit {
     let method = head.method().unwrap_or(Method::Other);
@@ -144,8 +146,11 @@ pub fn admit(
             match head.field(TOKEN_HEADER).map(Token::parse).transpose() {
                 Err(_) => text(400, &format!("malformed {TOKEN_HEADER} header"), &[]),
                 Ok(resume) => {
-                    match hub.register(now, RegisterRequest { name, resume, host: host.to_owned() }, entropy)
-                    {
+                    match hub.register(
+                        now,
+                        RegisterRequest { name, resume, host: host.to_owned() },
+                        entropy(),
+                    ) {
                         Ok(reg) => json(200, &reg),
                         Err(e @ RegisterError::NameTaken { retry_after: Some(after) }) => {
                             text(409, &e.to_string(), &[("Retry-After", &ceil_secs(after).to_string())])
@@ -271,7 +276,7 @@ mod tests {
     fn ask(hub: &mut Hub, c: &FrontConfig, raw: &str) -> (String, bool) {
         let v = Visitor { addr: "10.0.0.9", local: "127.0.0.1:8080" };
         let (h, mut dec) = head(raw);
-        match admit(c, hub, Instant::now(), &h, v, [3; 32], &mut dec) {
+        match admit(c, hub, Instant::now(), &h, v, || [3; 32], &mut dec) {
             Admit::Reply { bytes, close } => (String::from_utf8(bytes.to_vec()).unwrap(), close),
             Admit::Proxy(fwd) => (format!("PROXY {}", String::from_utf8(fwd.head.to_vec()).unwrap()), false),
         }
@@ -351,7 +356,7 @@ mod tests {
             ("GET /some-tunnel/x HTTP/1.0\r\n\r\n", true),
         ] {
             let (h, mut dec) = head(raw);
-            let Admit::Proxy(fwd) = admit(&c, &mut hub, Instant::now(), &h, v, [3; 32], &mut dec) else {
+            let Admit::Proxy(fwd) = admit(&c, &mut hub, Instant::now(), &h, v, || [3; 32], &mut dec) else {
                 panic!("not proxied: {raw}")
             };
             let (bytes, close) = fwd.refused(Refusal::UnknownTunnel, &mut dec);

@@ -285,6 +285,8 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         HeadDeadlines { idle: Some(shared.limits.idle_keepalive), head: Some(shared.limits.head_timeout) };
     let mut buf = BytesMut::with_capacity(crate::io::READ_CHUNK);
     let mut dec = Decoder::request(&shared.limits);
+    // What the tunnel connection sent for the current exchange; kept across requests to spare allocations.
+    let mut tbuf = BytesMut::new();
     loop {
         let head = match read_head(&mut stream, &mut buf, &mut dec, deadlines).await {
             Ok(head) => head,
@@ -292,11 +294,10 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
             Err(HeadError::TimedOut) => return write_and_close(stream, &front::head_timeout()).await,
             Err(HeadError::Closed) => return,
         };
-        let entropy = crate::entropy();
         let mut admit = None;
         shared.hub(|hub, now| {
             let visitor = Visitor { addr: &ip, local: &shared.local };
-            admit = Some(front::admit(&shared.front, hub, now, &head, visitor, entropy, &mut dec));
+            admit = Some(front::admit(&shared.front, hub, now, &head, visitor, crate::entropy, &mut dec));
         });
         let forward = match admit {
             Some(Admit::Proxy(forward)) => forward,
@@ -325,7 +326,7 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
             Err(_) => return,
         };
         let (mut req, mut resp) = forward.pumps(dec, &shared.limits);
-        let mut tbuf = BytesMut::with_capacity(crate::io::READ_CHUNK);
+        tbuf.clear();
         let outcome =
             exchange(&mut stream, &mut buf, &mut req, &mut lease.stream, &mut tbuf, &mut resp).await;
         let (request_end, response_end) = match outcome {
