@@ -80,7 +80,27 @@ struct Serve {
     /// where GET / redirects
     #[argh(option)]
     landing: Option<String>,
+    /// log lines as text (default) or json (one object per line)
+    #[argh(option, default = "LogFormat::Text", from_str_fn(log_format))]
+    log_format: LogFormat,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("unknown log format `{s}`: use text or json")),
+    }
+}
+
+/// Set once from `--log-format` before the server starts; read by `log_server`.
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
 
 /// share a local port through a server
 #[derive(FromArgs)]
@@ -168,9 +188,14 @@ fn serve(rt: Runtime, s: Serve) -> Result<(), String> {
     if let Some(landing) = s.landing {
         opts.landing = landing;
     }
+    JSON_LOGS.store(s.log_format == LogFormat::Json, Ordering::Relaxed);
     let server = Server::start(rt, opts)?;
     let (http, tunnel) = server.addrs();
-    eprintln!("aether: serving on http://{http}, tunnel connections on {tunnel}");
+    if json_logs() {
+        eprintln!(r#"{{"event":"listening","http":"{http}","tunnel":"{tunnel}"}}"#);
+    } else {
+        eprintln!("aether: serving on http://{http}, tunnel connections on {tunnel}");
+    }
     loop {
         std::thread::park();
     }
@@ -281,7 +306,24 @@ fn print_report(report: &Report, print_requests: bool) {
     }
 }
 
+/// `--log-format json` was given.
+fn json_logs() -> bool {
+    JSON_LOGS.load(Ordering::Relaxed)
+}
+
 fn log_server(event: &ServerEvent) {
+    if json_logs() {
+        let (what, id) = match event {
+            ServerEvent::Registered { id, resumed: false } => ("registered", id),
+            ServerEvent::Registered { id, resumed: true } => ("resumed", id),
+            ServerEvent::Online { id } => ("online", id),
+            ServerEvent::Offline { id } => ("offline", id),
+            ServerEvent::Expired { id } => ("expired", id),
+        };
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        // Tunnel ids are [a-z0-9-]: nothing to escape.
+        return eprintln!(r#"{{"ts":{:.3},"event":"{what}","tunnel":"{id}"}}"#, at.as_secs_f64());
+    }
     match event {
         ServerEvent::Registered { id, resumed } => {
             eprintln!("aether: tunnel {id} {}", if *resumed { "resumed" } else { "registered" })
