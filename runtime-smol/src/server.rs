@@ -314,7 +314,13 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         let (tx, rx) = bounded(1);
         shared.lock().routes.waiters.insert(waiter, tx);
         shared.hub(|hub, now| hub.handle(now, Input::Checkout { waiter, tunnel }));
-        let mut lease = match rx.recv().await {
+        let granted = future::or(async { Some(rx.recv().await) }, async {
+            left(&stream).await;
+            None
+        })
+        .await;
+        let Some(granted) = granted else { return cancel(&shared, waiter, &rx) };
+        let mut lease = match granted {
             Ok(Ok(lease)) => lease,
             Ok(Err(why)) => {
                 let (reply, close) = forward.refused(why, &mut dec);
@@ -368,6 +374,25 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
 }
 
 /// Writes the server's own reply, then closes the connection.
+/// Completes when the visitor closes its connection (bytes of a pipelined request do not count).
+async fn left(stream: &TcpStream) {
+    let mut probe = [0u8; 1];
+    if let Ok(1..) = stream.peek(&mut probe).await {
+        future::pending::<()>().await;
+    }
+}
+
+/// The visitor left while waiting: take it out of the queue, or hand back a connection granted meanwhile.
+fn cancel(shared: &Shared, waiter: WaiterId, rx: &Receiver<Result<Lease, Refusal>>) {
+    rx.close();
+    if let Ok(Ok(lease)) = rx.try_recv() {
+        let _ = lease.back.try_send(lease.stream);
+        return;
+    }
+    shared.lock().routes.waiters.remove(&waiter);
+    shared.hub(|hub, now| hub.handle(now, Input::Cancel { waiter }));
+}
+
 async fn write_and_close(mut stream: TcpStream, bytes: &[u8]) {
     let _ = stream.write_all(bytes).await;
     let _ = stream.flush().await;

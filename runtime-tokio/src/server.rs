@@ -297,10 +297,14 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         };
         let tunnel = forward.tunnel.clone();
         let waiter = WaiterId(shared.next_id());
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         shared.lock().routes.waiters.insert(waiter, tx);
         shared.hub(|hub, now| hub.handle(now, Input::Checkout { waiter, tunnel }));
-        let mut lease = match rx.await {
+        let granted = tokio::select! {
+            granted = &mut rx => granted,
+            () = left(&stream) => return cancel(&shared, waiter, rx),
+        };
+        let mut lease = match granted {
             Ok(Ok(lease)) => lease,
             Ok(Err(why)) => {
                 let (reply, close) = forward.refused(why, &mut dec);
@@ -351,6 +355,25 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         }
         dec.reset();
     }
+}
+
+/// Completes when the visitor closes its connection (bytes of a pipelined request do not count).
+async fn left(stream: &TcpStream) {
+    let mut probe = [0u8; 1];
+    if let Ok(1..) = stream.peek(&mut probe).await {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The visitor left while waiting: take it out of the queue, or hand back a connection granted meanwhile.
+fn cancel(shared: &Shared, waiter: WaiterId, mut rx: oneshot::Receiver<Result<Lease, Refusal>>) {
+    rx.close();
+    if let Ok(Ok(lease)) = rx.try_recv() {
+        let _ = lease.back.send(lease.stream);
+        return;
+    }
+    shared.lock().routes.waiters.remove(&waiter);
+    shared.hub(|hub, now| hub.handle(now, Input::Cancel { waiter }));
 }
 
 async fn write_and_close(mut stream: TcpStream, bytes: &[u8]) {

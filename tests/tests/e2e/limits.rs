@@ -204,3 +204,27 @@ pub fn queue_full_503(env: &Env) {
     assert_eq!((r.status, r.header("x-echo-target")), (200, Some("/queued")));
     assert_eq!(origin.hits("/rejected"), 0);
 }
+
+/// A visitor that gives up while its request waits for the busy tunnel leaves the queue at once:
+/// its place frees up for others and its request never reaches the origin.
+pub fn abandoned_waiter_leaves_the_queue(env: &Env) {
+    let (t, server, origin) = one_conn_tunnel(env, 1, Duration::from_secs(10));
+    let mut holder = t.connect();
+    holder.send(&Req::get(&t.target("/hold")).encode(&t.host));
+    wait_until(SOON, "the origin to hold the request", || origin.held() == 1);
+    let waiting = || server.tunnel_status(&t.id).and_then(|st| json_num(&st, "waiting"));
+    let mut quitter = t.connect();
+    quitter.send(&Req::get(&t.target("/abandoned")).encode(&t.host));
+    wait_until(SOON, "one request waiting", || waiting() == Some(1));
+    drop(quitter);
+    wait_until(SOON, "the abandoned request to leave the queue", || waiting() == Some(0));
+    // With a queue of one, a new request can wait again instead of getting 503.
+    let mut next = t.connect();
+    next.send(&Req::get(&t.target("/next")).encode(&t.host));
+    wait_until(SOON, "the next request waiting", || waiting() == Some(1));
+    origin.release();
+    assert_eq!(holder.response("GET").status, 200);
+    let r = next.response("GET");
+    assert_eq!((r.status, r.header("x-echo-target")), (200, Some("/next")));
+    assert_eq!(origin.hits("/abandoned"), 0, "the abandoned request never reached the origin");
+}

@@ -58,6 +58,6 @@ all_pairings! {
     protocol { hand_driven_tunnel, broken_responses, legacy_handshake, tunnel_limit }
     limits {
         ambiguous_heads_refused, bad_chunks_refused, oversize_heads, head_timeout_408,
-        queue_timeout_504, queue_full_503,
+        queue_timeout_504, queue_full_503, abandoned_waiter_leaves_the_queue,
     }
 }
