@@ -1,298 +1,267 @@
-//! `aether-bench`: small-GET throughput and latency through an aether tunnel
-//! versus the origin directly, and server RSS with idle tunnels, for both
-//! runtimes. Runs the real `aether` binary (next to this one) as child
-//! processes on loopback; prints a markdown table.
+//! `aether-bench`: aether side by side with the origin directly and the TCP tunnels bore and
+//! rathole, all measured in one run on loopback (issue 5).
 //!
-//! `bash bench/run.sh` (add `--quick` for a one-second smoke run, `--runtime tokio|smol` for one).
+//! For each system: `GET /hello` latency at c=1 and requests/s at c=32 (keep-alive, every
+//! body checked), one bulk download and upload, CPU of the tunnel's processes per 10k
+//! requests, server and client RSS; for aether also the server's RSS and registration time
+//! with N idle tunnels of 10 connections, and the most idle tunnels one server holds (up to
+//! 10,000, or what the open-file limit allows the bench). Writes `bench/results.md` and `bench/results.json`.
+//!
+//! `bash bench/run.sh` (full: 10 s per figure, 100 MiB bulk, 1,000 idle tunnels) or
+//! `bash bench/run.sh --quick` (1 s, 8 MiB, 50 tunnels). `--systems direct,aether-tokio,...`
+//! or `--runtime tokio|smol` measure a subset. Exits non-zero if aether or the origin showed
+//! an error or a wrong body; never on speed.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod idle;
+mod load;
+mod origin;
+mod report;
+mod systems;
+
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+use report::Outcome;
+use serde_json::json;
+use systems::{Bins, System};
+
+/// Run parameters (see the module comment for the two modes).
+struct Config {
+    quick: bool,
+    time: Duration,
+    big: usize,
+    tunnels: usize,
+    /// Most idle tunnels tried in the scale figure.
+    scale_cap: usize,
+}
+
+fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--runtime tokio` or `--runtime smol` measures one; both by default.
-    let only = args.iter().position(|a| a == "--runtime").and_then(|i| args.get(i + 1)).cloned();
-    let secs = if quick { 1 } else { 10 };
-    let idle_counts: &[usize] = if quick { &[1, 10] } else { &[1, 100] };
-    let aether = std::env::current_exe().expect("own path").with_file_name("aether");
-    assert!(aether.exists(), "build the CLI first: cargo build --release -p aether-cli");
-    let origin = start_origin();
-    let origin_addr = format!("127.0.0.1:{origin}");
-
-    println!("| target | runtime | c | req/s | p50 ms | p99 ms | errors |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for c in [1, 32] {
-        row("origin directly", "-", c, load(&origin_addr, "/hello", c, secs));
-    }
-    let mut memory = Vec::new();
-    for rt in ["tokio", "smol"].into_iter().filter(|rt| only.as_deref().is_none_or(|o| o == *rt)) {
-        let server = Proc::serve(&aether, rt);
-        let share = Proc::share(&aether, rt, &server.http, origin);
-        let path = format!("/{}/hello", share.id);
-        wait_connected(&server.http, &share.id, 10);
-        for c in [1, 32] {
-            row("through aether", rt, c, load(&server.http, &path, c, secs));
-        }
-        drop(share);
-        drop(server);
-        let server = Proc::serve(&aether, rt);
-        let base = rss_kib(server.child.id());
-        let mut held = Vec::new();
-        let mut figures = vec![(0, base)];
-        for &n in idle_counts {
-            while held.len() < n {
-                held.push(idle_tunnel(&server));
-            }
-            wait_for(Duration::from_secs(10), || tunnels(&server.http) == n);
-            figures.push((n, rss_kib(server.child.id())));
-        }
-        memory.push((rt, figures));
-    }
-    println!();
-    println!("| runtime | idle tunnels (10 connections each) | server RSS KiB |");
-    println!("| --- | --- | --- |");
-    for (rt, figures) in memory {
-        for (n, kib) in figures {
-            println!("| {rt} | {n} | {kib} |");
-        }
-    }
-}
-
-fn row(target: &str, rt: &str, c: usize, r: Load) {
-    let (p50, p99) = (r.percentile(0.50), r.percentile(0.99));
-    println!("| {target} | {rt} | {c} | {:.0} | {p50:.3} | {p99:.3} | {} |", r.rps(), r.errors);
-}
-
-/// A child process, killed when dropped.
-struct Proc {
-    child: Child,
-    http: String,
-    tunnel: String,
-    id: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-impl Proc {
-    fn serve(aether: &std::path::Path, rt: &str) -> Proc {
-        let (port, tport) = (free_port(), free_port());
-        let child = Command::new(aether)
-            .args(["--runtime", rt, "serve", "--address", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "--tunnel-port", &tport.to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start aether serve");
-        let http = format!("127.0.0.1:{port}");
-        wait_for(Duration::from_secs(10), || TcpStream::connect(&http).is_ok());
-        Proc { child, http, tunnel: format!("127.0.0.1:{tport}"), id: String::new() }
-    }
-
-    fn share(aether: &std::path::Path, rt: &str, server: &str, origin: u16) -> Proc {
-        let mut child = Command::new(aether)
-            .args(["--runtime", rt, "share", &origin.to_string(), "--server", server])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start aether share");
-        let mut url = String::new();
-        let stdout = child.stdout.take().expect("piped stdout");
-        BufReader::new(stdout).read_line(&mut url).expect("the share URL");
-        let id = url.trim().rsplit('/').next().unwrap_or_default().to_owned();
-        Proc { child, http: server.to_owned(), tunnel: String::new(), id }
-    }
-}
-
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < end, "condition not met within {limit:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// One GET on a fresh connection; the whole (close-delimited) reply.
-fn get(addr: &str, path: &str) -> String {
-    let Ok(mut s) = TcpStream::connect(addr) else { return String::new() };
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn json_field(reply: &str, field: &str) -> Option<serde_json::Value> {
-    let body = reply.split("\r\n\r\n").nth(1)?;
-    serde_json::from_str::<serde_json::Value>(body).ok()?.get(field).cloned()
-}
-
-fn wait_connected(server: &str, id: &str, n: u64) {
-    let path = format!("/api/tunnels/{id}/status");
-    wait_for(Duration::from_secs(10), || {
-        json_field(&get(server, &path), "connected_sockets").and_then(|v| v.as_u64()) == Some(n)
-    });
-}
-
-fn tunnels(server: &str) -> usize {
-    json_field(&get(server, "/api/status"), "tunnels").and_then(|v| v.as_u64()).unwrap_or(0) as usize
-}
-
-/// Registers a tunnel and opens its 10 connections with the handshake; they stay idle while held.
-fn idle_tunnel(server: &Proc) -> Vec<TcpStream> {
-    let reply = get(&server.http, "/?new");
-    let id = json_field(&reply, "id").and_then(|v| v.as_str().map(str::to_owned)).expect("an id");
-    let token = json_field(&reply, "token").and_then(|v| v.as_str().map(str::to_owned)).expect("a token");
-    (0..10)
-        .map(|_| {
-            let mut s = TcpStream::connect(&server.tunnel).expect("tunnel port");
-            writeln!(s, "{id} {token}").expect("hello");
-            let mut verdict = [0u8; 9];
-            s.read_exact(&mut verdict).expect("verdict");
-            assert_eq!(&verdict, b"accepted\n");
-            s
-        })
-        .collect()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or_default();
-    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
-/// A minimal keep-alive origin: every request gets `hello`.
-fn start_origin() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("origin port");
-    let port = listener.local_addr().expect("origin addr").port();
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            thread::spawn(move || serve_hello(stream));
-        }
-    });
-    port
-}
-
-fn serve_hello(mut s: TcpStream) {
-    let _ = s.set_nodelay(true);
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            buf.drain(..end + 4);
-            if s.write_all(HELLO).is_err() {
-                return;
-            }
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-/// Latencies of one load run.
-struct Load {
-    latencies: Vec<Duration>,
-    errors: usize,
-    elapsed: Duration,
-}
-
-impl Load {
-    fn rps(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn percentile(&self, q: f64) -> f64 {
-        let mut l = self.latencies.clone();
-        l.sort();
-        let i = ((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1));
-        l.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    }
-}
-
-/// `c` keep-alive connections sending `GET path` for `secs`, each reply checked.
-fn load(addr: &str, path: &str, c: usize, secs: u64) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..c)
-        .map(|_| {
-            let (addr, path, stop) = (addr.to_owned(), path.to_owned(), stop.clone());
-            thread::spawn(move || client(&addr, &path, &stop))
+    let config = Config {
+        quick,
+        time: Duration::from_secs(if quick { 1 } else { 10 }),
+        big: if quick { 8 << 20 } else { 100 << 20 },
+        tunnels: if quick { 50 } else { 1000 },
+        scale_cap: if quick { 100 } else { 10_000 },
+    };
+    let only_rt = arg_value(&args, "--runtime");
+    let only: Option<Vec<String>> =
+        arg_value(&args, "--systems").map(|s| s.split(',').map(str::to_owned).collect());
+    let chosen: Vec<System> = System::ALL
+        .into_iter()
+        .filter(|s| only.as_ref().is_none_or(|o| o.iter().any(|n| n == s.name())))
+        .filter(|s| match (s, &only_rt) {
+            (System::Aether(rt), Some(o)) => rt == o,
+            _ => true,
         })
         .collect();
-    thread::sleep(Duration::from_secs(secs));
-    stop.store(true, Ordering::Relaxed);
-    let mut total = Load { latencies: Vec::new(), errors: 0, elapsed: started.elapsed() };
-    for w in workers {
-        let (lat, err) = w.join().unwrap_or_default();
-        total.latencies.extend(lat);
-        total.errors += err;
-    }
-    total
-}
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = arg_value(&args, "--out").map_or(here.clone(), PathBuf::from);
+    let bins = Bins {
+        aether: std::env::current_exe().map(|e| e.with_file_name("aether")).unwrap_or_default(),
+        tools: arg_value(&args, "--tools").map_or(here.join(".tools"), PathBuf::from).join("bin"),
+    };
+    let (tunnels, scale_cap) = (fit_tunnels(config.tunnels), fit_tunnels(config.scale_cap));
+    let config = Config { tunnels, scale_cap, ..config };
 
-fn client(addr: &str, path: &str, stop: &AtomicBool) -> (Vec<Duration>, usize) {
-    let (mut latencies, mut errors) = (Vec::new(), 0);
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    let mut conn: Option<TcpStream> = None;
-    let mut buf = [0u8; 4096];
-    while !stop.load(Ordering::Relaxed) {
-        let s = match conn.as_mut() {
-            Some(s) => s,
-            None => match TcpStream::connect(addr) {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                    conn.insert(s)
-                }
-                Err(_) => {
-                    errors += 1;
-                    continue;
-                }
-            },
-        };
-        let t = Instant::now();
-        let ok = s.write_all(request.as_bytes()).is_ok() && read_hello(s, &mut buf);
-        if ok {
-            latencies.push(t.elapsed());
-        } else {
-            errors += 1;
-            conn = None;
+    let big = Arc::new(origin::Payload::new(config.big));
+    let origin = match origin::start(big.clone()) {
+        Ok(port) => port,
+        Err(e) => {
+            eprintln!("aether-bench: cannot start the origin: {e}");
+            std::process::exit(2);
         }
-    }
-    (latencies, errors)
-}
-
-/// Reads one response and checks it is the origin's `hello` (headers may differ through the proxy).
-fn read_hello(s: &mut TcpStream, buf: &mut [u8]) -> bool {
-    let mut have = 0;
-    loop {
-        if let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
-            if have >= end + 4 + 5 {
-                return buf[..have].starts_with(b"HTTP/1.1 200") && &buf[end + 4..end + 9] == b"hello";
+    };
+    let mut outcomes = Vec::new();
+    for system in chosen {
+        eprintln!("aether-bench: measuring {}", system.name());
+        let mut outcome = Outcome::new(system);
+        match systems::start(system, &bins, origin) {
+            Ok(running) => measure(&running, &config, &big, &mut outcome),
+            Err(why) => outcome.unavailable = Some(why),
+        }
+        if let System::Aether(rt) = system {
+            if outcome.unavailable.is_none() {
+                idle_figures(&bins, rt, config.tunnels, config.scale_cap, &mut outcome);
             }
         }
-        match s.read(&mut buf[have..]) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => have += n,
-        }
-        if have == buf.len() {
-            return false;
+        outcomes.push(outcome);
+    }
+
+    let header = format!(
+        "aether-bench, {} mode, {}: {} s per figure, {} MiB bulk, N = {} idle tunnels; {}",
+        if config.quick { "quick" } else { "full" },
+        shell(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
+        config.time.as_secs(),
+        config.big >> 20,
+        config.tunnels,
+        machine(),
+    );
+    let table = report::markdown(&outcomes, &header, config.tunnels);
+    println!("{table}");
+    let meta = json!({
+        "date": shell(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        "machine": machine(),
+        "mode": if config.quick { "quick" } else { "full" },
+        "seconds_per_figure": config.time.as_secs(),
+        "bulk_bytes": config.big,
+        "idle_tunnels": config.tunnels,
+        "connections_per_idle_tunnel": 10,
+    });
+    let doc = report::json(&outcomes, meta);
+    let written = std::fs::write(out_dir.join("results.md"), &table).and_then(|()| {
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        std::fs::write(out_dir.join("results.json"), text + "\n")
+    });
+    match written {
+        Ok(()) => eprintln!("aether-bench: wrote {0}/results.md and {0}/results.json", out_dir.display()),
+        Err(e) => eprintln!("aether-bench: cannot write results to {}: {e}", out_dir.display()),
+    }
+
+    // Speed never fails the run; an error, a wrong body or an aether that would not start does.
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| !o.system.is_peer())
+        .filter(|o| o.unavailable.is_some() || o.figures.get("failures").is_some_and(|f| *f > 0.0))
+        .map(|o| o.system.name())
+        .collect();
+    if !failed.is_empty() {
+        eprintln!("aether-bench: errors or wrong bodies in: {}", failed.join(", "));
+        std::process::exit(1);
+    }
+}
+
+/// Load, bulk, CPU and RSS figures of a running system.
+fn measure(running: &systems::Running, config: &Config, big: &origin::Payload, outcome: &mut Outcome) {
+    let f = &mut outcome.figures;
+    if let Some(server) = &running.server {
+        f.insert("server_idle_rss_kib", systems::rss_kib(server.pid()) as f64);
+    }
+    let c1 = load::hello(&running.target, 1, config.time);
+    f.insert("p50_ms_c1", c1.percentile_ms(0.50));
+    f.insert("p99_ms_c1", c1.percentile_ms(0.99));
+    f.insert("requests_c1", c1.latencies.len() as f64);
+
+    let pids = running.pids();
+    let cpu = |pids: &[u32]| pids.iter().map(|&p| systems::cpu_secs(p)).sum::<Option<f64>>();
+    let cpu_before = cpu(&pids);
+    let c32 = load::hello(&running.target, 32, config.time);
+    let cpu_after = cpu(&pids);
+    f.insert("rps_c32", c32.rps());
+    f.insert("p99_ms_c32", c32.percentile_ms(0.99));
+    f.insert("requests_c32", c32.latencies.len() as f64);
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        if !pids.is_empty() && !c32.latencies.is_empty() {
+            f.insert("cpu_s_per_10k", (b - a) / c32.latencies.len() as f64 * 10_000.0);
         }
     }
+
+    let (errors, non_2xx, wrong) =
+        (c1.errors + c32.errors, c1.non_2xx + c32.non_2xx, c1.wrong_bodies + c32.wrong_bodies);
+    f.insert("errors", errors as f64);
+    f.insert("non_2xx", non_2xx as f64);
+    f.insert("wrong_bodies", wrong as f64);
+    if errors + non_2xx + wrong > 0 {
+        outcome.notes.push(format!("{errors} errors, {non_2xx} non-2xx, {wrong} wrong bodies under load"));
+    }
+
+    let mut bulk_failures = 0;
+    for (key, what, bulk) in [
+        ("download_mb_s", "download", load::download(&running.target, big)),
+        ("upload_mb_s", "upload", load::upload(&running.target, big)),
+    ] {
+        match (bulk.mb_per_s, bulk.error) {
+            (Some(v), _) => {
+                outcome.figures.insert(key, v);
+            }
+            (None, e) => {
+                bulk_failures += 1;
+                outcome.notes.push(format!("{what} failed: {}", e.unwrap_or_default()));
+            }
+        }
+    }
+    let f = &mut outcome.figures;
+    f.insert("bulk_failures", bulk_failures as f64);
+    f.insert("failures", (errors + non_2xx + wrong + bulk_failures) as f64);
+    if let Some(client) = &running.client {
+        f.insert("client_rss_kib", systems::rss_kib(client.pid()) as f64);
+        f.insert("client_peak_rss_kib", systems::hwm_kib(client.pid()) as f64);
+    }
+    if let Some(server) = &running.server {
+        f.insert("server_peak_rss_kib", systems::hwm_kib(server.pid()) as f64);
+    }
+}
+
+/// The idle-tunnel figures of aether on `rt`, on a fresh server.
+fn idle_figures(bins: &Bins, rt: &str, n: usize, scale_cap: usize, outcome: &mut Outcome) {
+    match idle::measure(&bins.aether, rt, n) {
+        Ok(idle) => {
+            let f = &mut outcome.figures;
+            f.insert("server_rss_tunnels_kib", idle.held_kib as f64);
+            f.insert("server_rss_fresh_kib", idle.base_kib as f64);
+            f.insert("bytes_per_idle_tunnel", idle.bytes_per_tunnel());
+            f.insert("register_s", idle.register.as_secs_f64());
+            f.insert("tunnels_per_s", idle.tunnels as f64 / idle.register.as_secs_f64());
+        }
+        Err(e) => {
+            outcome.notes.push(format!("idle tunnels: {e}"));
+            let failures = outcome.figures.entry("failures").or_insert(0.0);
+            *failures += 1.0;
+        }
+    }
+    match idle::scale(&bins.aether, rt, scale_cap) {
+        Ok((held, stopped)) => {
+            outcome.figures.insert("max_tunnels_held", held as f64);
+            let why = stopped
+                .unwrap_or_else(|| format!("the bench's cap of {scale_cap} (mode, or its open-file limit)"));
+            outcome
+                .notes
+                .push(format!("scale: held {held} idle tunnels of 10 connections; stopped by {why}"));
+        }
+        Err(e) => outcome.notes.push(format!("scale: {e}")),
+    }
+}
+
+/// The most idle tunnels (10 connections each, held on both ends here) the open-file limit allows.
+fn fit_tunnels(want: usize) -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    match soft {
+        Some(soft) if soft < want * 10 + 200 => {
+            let fit = soft.saturating_sub(200) / 10;
+            eprintln!("aether-bench: open-file limit {soft}: measuring {fit} idle tunnels, not {want}");
+            fit.max(1)
+        }
+        _ => want,
+    }
+}
+
+fn shell(cmd: &[&str]) -> String {
+    std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {model}, Linux {}", shell(&["uname", "-r"]))
 }
