@@ -32,9 +32,6 @@ use smol::{Executor, Task};
 /// Receives what a running `share` reports.
 pub type ReportFn = Arc<dyn Fn(&Report) + Send + Sync>;
 
-/// Threads that run one `serve` or `share`'s executor.
-const THREADS: usize = 2;
-
 /// An executor on its own threads; [`shutdown`](Runtime::shutdown) ends it and every task on it.
 struct Runtime {
     executor: Option<Arc<Executor<'static>>>,
@@ -47,8 +44,10 @@ impl Runtime {
     fn start() -> std::io::Result<Self> {
         let executor = Arc::new(Executor::new());
         let (stop, stopped) = smol::channel::bounded::<()>(1);
-        let mut threads = Vec::with_capacity(THREADS);
-        for i in 0..THREADS {
+        let count =
+            aether_core::options::worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let mut threads = Vec::with_capacity(count);
+        for i in 0..count {
             let (ex, stopped) = (executor.clone(), stopped.clone());
             let thread = std::thread::Builder::new().name(format!("aether-smol-{i}")).spawn(move || {
                 // A panicking task unwinds out of `run`; keep serving the other tasks.

@@ -1,12 +1,12 @@
 //! Byte moving shared by server and client: reading a head, running one
 //! exchange's two pumps, and the raw copy after a protocol switch.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use aether_core::http::{Decoder, Frame, FrameError, Head};
 use aether_core::relay::{Ending, Pump, Step};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
 
@@ -97,24 +97,46 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut eof = false;
+    // Pieces decoded from what was read, written together before the next read: one syscall for a
+    // head and its body.
+    let mut pending: Vec<Bytes> = Vec::new();
     loop {
         match pump.step(buf, eof).map_err(PumpError::Frame)? {
-            Step::Write(bytes) => {
-                wrote.store(true, Ordering::Relaxed);
-                dst.write_all(&bytes).await.map_err(|_| PumpError::Write)?;
-            }
+            Step::Write(bytes) => pending.push(bytes),
             Step::Read => {
-                // Flush before waiting, so a streamed event reaches the reader now.
-                dst.flush().await.map_err(|_| PumpError::Write)?;
+                // Written before waiting, so a streamed event reaches the reader now.
+                write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
                 buf.reserve(READ_CHUNK);
                 eof = src.read_buf(buf).await.map_err(|_| PumpError::Read)? == 0;
             }
             Step::Done(ending) => {
-                dst.flush().await.map_err(|_| PumpError::Write)?;
+                write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
                 return Ok(ending);
             }
         }
     }
+}
+
+/// Writes every pending piece with vectored writes, then flushes.
+async fn write_out<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    pending: &mut Vec<Bytes>,
+    wrote: &AtomicBool,
+) -> io::Result<()> {
+    if !pending.is_empty() {
+        wrote.store(true, Ordering::Relaxed);
+        let mut slices: Vec<IoSlice<'_>> = pending.iter().map(|b| IoSlice::new(b)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = dst.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut rest, n);
+        }
+    }
+    pending.clear();
+    dst.flush().await
 }
 
 /// After a protocol switch: forwards what each side had buffered, then copies raw bytes both ways.

@@ -63,7 +63,9 @@ fn shutdown(rt: &mut Option<tokio::runtime::Runtime>) {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+    let threads =
+        aether_core::options::worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
 }
 
 /// Starts `aether serve`; `log` receives the hub's events.
