@@ -20,7 +20,7 @@ use aether_core::relay::After;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::io::{HeadDeadlines, HeadError, Outcome, exchange, read_head, splice};
 
@@ -33,11 +33,22 @@ struct Lease {
     back: oneshot::Sender<TcpStream>,
 }
 
+/// What the hub left for a tunnel connection's task.
+enum Mail {
+    /// Lend the connection to this visitor request.
+    Grant(WaiterId),
+    /// Close the connection.
+    Close,
+}
+
 /// What the hub's outputs are delivered to.
 #[derive(Default)]
 struct Routes {
     verdicts: HashMap<ConnId, oneshot::Sender<(Verdict, bool)>>,
-    grants: HashMap<ConnId, mpsc::UnboundedSender<WaiterId>>,
+    /// Wakes an idle tunnel connection's task (a few bytes each, where a channel would cost a block).
+    bells: HashMap<ConnId, Arc<Notify>>,
+    /// What the hub left for a tunnel connection's task, read when its bell rings.
+    mail: HashMap<ConnId, Mail>,
     waiters: HashMap<WaiterId, oneshot::Sender<Result<Lease, Refusal>>>,
     next_id: u64,
 }
@@ -79,25 +90,32 @@ impl Shared {
                         let _ = tx.send((verdict, write_line));
                     }
                 }
-                Output::Granted { waiter, conn } => match st.routes.grants.get(&conn) {
-                    Some(tx) if tx.send(waiter).is_ok() => {}
-                    // The connection's task is gone: it reports ConnClosed itself; this waiter is refused.
-                    _ => {
-                        if let Some(tx) = st.routes.waiters.remove(&waiter) {
-                            let _ = tx.send(Err(Refusal::Offline {
-                                retry_after: aether_core::hub::OFFLINE_RETRY_AFTER,
-                            }));
+                Output::Granted { waiter, conn } => {
+                    let routes = &mut st.routes;
+                    match routes.bells.get(&conn) {
+                        Some(bell) => {
+                            routes.mail.insert(conn, Mail::Grant(waiter));
+                            bell.notify_one();
+                        }
+                        // The connection's task is gone: it reports ConnClosed itself; this waiter is refused.
+                        None => {
+                            if let Some(tx) = routes.waiters.remove(&waiter) {
+                                let _ = tx.send(Err(OFFLINE));
+                            }
                         }
                     }
-                },
+                }
                 Output::Refused { waiter, why } => {
                     if let Some(tx) = st.routes.waiters.remove(&waiter) {
                         let _ = tx.send(Err(why));
                     }
                 }
                 Output::Close { conn } => {
-                    // Dropping its grant channel ends the connection's task.
-                    st.routes.grants.remove(&conn);
+                    let routes = &mut st.routes;
+                    if let Some(bell) = routes.bells.get(&conn) {
+                        routes.mail.insert(conn, Mail::Close);
+                        bell.notify_one();
+                    }
                 }
                 Output::Event(e) => (self.log)(&e),
             }
@@ -191,37 +209,41 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
         }
     };
     let (vtx, vrx) = oneshot::channel();
-    let (gtx, mut grx) = mpsc::unbounded_channel();
+    let bell = Arc::new(Notify::new());
     {
         let mut st = shared.lock();
         st.routes.verdicts.insert(conn, vtx);
-        st.routes.grants.insert(conn, gtx);
+        st.routes.bells.insert(conn, bell.clone());
     }
     shared.hub(|hub, now| hub.handle(now, Input::Hello { conn, hello }));
-    let Ok((verdict, write_line)) = vrx.await else { return closed(&shared, conn, &mut grx) };
+    let Ok((verdict, write_line)) = vrx.await else { return closed(&shared, conn) };
     if write_line {
         let mut line = BytesMut::new();
         encode_verdict(verdict, &mut line);
         if stream.write_all(&line).await.is_err() {
-            return closed(&shared, conn, &mut grx);
+            return closed(&shared, conn);
         }
     }
     if verdict != Verdict::Accepted {
         // The hub never counted it.
-        shared.lock().routes.grants.remove(&conn);
+        shared.lock().routes.bells.remove(&conn);
         return;
     }
     if !buf.is_empty() {
         // A client sends nothing before a request reaches it.
-        return closed(&shared, conn, &mut grx);
+        return closed(&shared, conn);
     }
     // An idle connection owns no buffer.
     drop(buf);
     let mut probe = [0u8; 1];
     loop {
         tokio::select! {
-            grant = grx.recv() => {
-                let Some(waiter) = grant else { return closed(&shared, conn, &mut grx) };
+            () = bell.notified() => {
+                let waiter = match shared.lock().routes.mail.remove(&conn) {
+                    Some(Mail::Grant(waiter)) => waiter,
+                    Some(Mail::Close) => return closed(&shared, conn),
+                    None => continue,
+                };
                 let (back_tx, back_rx) = oneshot::channel();
                 let waiting = shared.lock().routes.waiters.remove(&waiter);
                 let lease = Lease { stream, back: back_tx };
@@ -231,34 +253,33 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
                             stream = s;
                             shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
                         }
-                        Err(_) => return closed(&shared, conn, &mut grx),
+                        Err(_) => return closed(&shared, conn),
                     },
                     // The visitor left between grant and delivery: the connection is unused, check it in.
                     Some(Err(Ok(lease))) => {
                         stream = lease.stream;
                         shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
                     }
-                    _ => return closed(&shared, conn, &mut grx),
+                    _ => return closed(&shared, conn),
                 }
             }
             // Idle: any byte or a close ends the connection.
-            _ = stream.read(&mut probe) => return closed(&shared, conn, &mut grx),
+            _ = stream.read(&mut probe) => return closed(&shared, conn),
         }
     }
 }
 
-/// A tunnel connection ended: the hub forgets it, and visitors granted it in the meantime are refused.
-fn closed(shared: &Shared, conn: ConnId, grants: &mut mpsc::UnboundedReceiver<WaiterId>) {
-    // A grant can cross the close: once the channel is shut `deliver` refuses later ones, and the ones
-    // already queued are refused here the same way, so no visitor waits forever.
-    grants.close();
+/// A tunnel connection ended: the hub forgets it, and a visitor granted it in the meantime is refused.
+fn closed(shared: &Shared, conn: ConnId) {
     {
+        // With the bell gone `deliver` refuses later grants itself; one that crossed the close is
+        // refused here the same way, so no visitor waits forever.
         let mut st = shared.lock();
-        st.routes.grants.remove(&conn);
-        while let Ok(waiter) = grants.try_recv() {
-            if let Some(tx) = st.routes.waiters.remove(&waiter) {
-                let _ = tx.send(Err(OFFLINE));
-            }
+        st.routes.bells.remove(&conn);
+        if let Some(Mail::Grant(waiter)) = st.routes.mail.remove(&conn)
+            && let Some(tx) = st.routes.waiters.remove(&waiter)
+        {
+            let _ = tx.send(Err(OFFLINE));
         }
     }
     shared.hub(|hub, now| hub.handle(now, Input::ConnClosed { conn }));
