@@ -22,7 +22,7 @@ use async_net::{TcpListener, TcpStream};
 use bytes::BytesMut;
 use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use smol::channel::{Receiver, Sender, TrySendError, bounded, unbounded};
+use smol::channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::Spawner;
 use crate::io::{HeadDeadlines, HeadError, Outcome, exchange, read_buf, read_head, splice, timeout_at};
@@ -36,11 +36,22 @@ struct Lease {
     back: Sender<TcpStream>,
 }
 
+/// What the hub left for a tunnel connection's task.
+enum Mail {
+    /// Lend the connection to this visitor request.
+    Grant(WaiterId),
+    /// Close the connection.
+    Close,
+}
+
 /// What the hub's outputs are delivered to (the one-shot senders are bounded(1) channels).
 #[derive(Default)]
 struct Routes {
     verdicts: HashMap<ConnId, Sender<(Verdict, bool)>>,
-    grants: HashMap<ConnId, Sender<WaiterId>>,
+    /// Wakes an idle tunnel connection's task: a bounded(1) channel of `()`, lighter than a queue.
+    bells: HashMap<ConnId, Sender<()>>,
+    /// What the hub left for a tunnel connection's task, read when its bell rings.
+    mail: HashMap<ConnId, Mail>,
     waiters: HashMap<WaiterId, Sender<Result<Lease, Refusal>>>,
     next_id: u64,
 }
@@ -85,23 +96,33 @@ impl Shared {
                         let _ = tx.try_send((verdict, write_line));
                     }
                 }
-                Output::Granted { waiter, conn } => match st.routes.grants.get(&conn) {
-                    Some(tx) if tx.try_send(waiter).is_ok() => {}
-                    // The connection's task is gone: it reports ConnClosed itself; this waiter is refused.
-                    _ => {
-                        if let Some(tx) = st.routes.waiters.remove(&waiter) {
-                            let _ = tx.try_send(Err(OFFLINE));
+                Output::Granted { waiter, conn } => {
+                    let routes = &mut st.routes;
+                    match routes.bells.get(&conn) {
+                        Some(bell) => {
+                            routes.mail.insert(conn, Mail::Grant(waiter));
+                            // Full means it is already ringing.
+                            let _ = bell.try_send(());
+                        }
+                        // The connection's task is gone: it reports ConnClosed itself; this waiter is refused.
+                        None => {
+                            if let Some(tx) = routes.waiters.remove(&waiter) {
+                                let _ = tx.try_send(Err(OFFLINE));
+                            }
                         }
                     }
-                },
+                }
                 Output::Refused { waiter, why } => {
                     if let Some(tx) = st.routes.waiters.remove(&waiter) {
                         let _ = tx.try_send(Err(why));
                     }
                 }
                 Output::Close { conn } => {
-                    // Dropping its grant channel ends the connection's task.
-                    st.routes.grants.remove(&conn);
+                    let routes = &mut st.routes;
+                    if let Some(bell) = routes.bells.get(&conn) {
+                        routes.mail.insert(conn, Mail::Close);
+                        let _ = bell.try_send(());
+                    }
                 }
                 Output::Event(e) => (self.log)(&e),
             }
@@ -207,24 +228,23 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
         }
     };
     let (vtx, vrx) = bounded(1);
-    let (gtx, grx) = unbounded();
+    let (ring, bell) = bounded(1);
     {
         let mut st = shared.lock();
         st.routes.verdicts.insert(conn, vtx);
-        st.routes.grants.insert(conn, gtx);
+        st.routes.bells.insert(conn, ring);
     }
     shared.hub(|hub, now| hub.handle(now, Input::Hello { conn, hello }));
     let closed = |shared: &Shared| {
-        // A grant can cross the close: once the channel is shut, `deliver` refuses later ones, and
-        // the ones already queued are refused here the same way, so no visitor waits forever.
-        grx.close();
         {
+            // With the bell gone `deliver` refuses later grants itself; one that crossed the close is
+            // refused here the same way, so no visitor waits forever.
             let mut st = shared.lock();
-            st.routes.grants.remove(&conn);
-            while let Ok(waiter) = grx.try_recv() {
-                if let Some(tx) = st.routes.waiters.remove(&waiter) {
-                    let _ = tx.try_send(Err(OFFLINE));
-                }
+            st.routes.bells.remove(&conn);
+            if let Some(Mail::Grant(waiter)) = st.routes.mail.remove(&conn)
+                && let Some(tx) = st.routes.waiters.remove(&waiter)
+            {
+                let _ = tx.try_send(Err(OFFLINE));
             }
         }
         shared.hub(|hub, now| hub.handle(now, Input::ConnClosed { conn }));
@@ -239,7 +259,7 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
     }
     if verdict != Verdict::Accepted {
         // The hub never counted it.
-        shared.lock().routes.grants.remove(&conn);
+        shared.lock().routes.bells.remove(&conn);
         return;
     }
     if !buf.is_empty() {
@@ -250,13 +270,20 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
     drop(buf);
     let mut probe = [0u8; 1];
     loop {
-        let grant = future::or(async { Some(grx.recv().await) }, async {
+        let rang = future::or(async { bell.recv().await.is_ok() }, async {
             // Idle: any byte or a close ends the connection.
             let _ = stream.read(&mut probe).await;
-            None
+            false
         })
         .await;
-        let Some(Ok(waiter)) = grant else { return closed(&shared) };
+        if !rang {
+            return closed(&shared);
+        }
+        let waiter = match shared.lock().routes.mail.remove(&conn) {
+            Some(Mail::Grant(waiter)) => waiter,
+            Some(Mail::Close) => return closed(&shared),
+            None => continue,
+        };
         let (back_tx, back_rx) = bounded(1);
         let waiting = shared.lock().routes.waiters.remove(&waiter);
         let Some(tx) = waiting else { return closed(&shared) };
