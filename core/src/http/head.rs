@@ -75,6 +75,8 @@ pub struct Head {
     keep_alive: bool,
     conn_upgrade: bool,
     expect_continue: bool,
+    /// Each field's name and value, as spans of `raw`, in order: iterating them needs no re-parse.
+    fields: Vec<(Span, Span)>,
 }
 
 impl Head {
@@ -128,7 +130,7 @@ impl Head {
         self.expect_continue
     }
 
-    /// The value of the first field called `name` (any case), re-read from the raw head.
+    /// The value of the first field called `name` (any case).
     pub fn field(&self, name: &str) -> Option<&[u8]> {
         let mut found = None;
         for_each_field(self, |n, v| {
@@ -175,6 +177,7 @@ impl Head {
             keep_alive: false,
             conn_upgrade: false,
             expect_continue: false,
+            fields: Vec::new(),
         };
         let span = |s: &[u8]| {
             let start = s.as_ptr() as usize - raw.as_ptr() as usize;
@@ -204,8 +207,10 @@ impl Head {
         head.version = if version == Some(0) { Version::Http10 } else { Version::Http11 };
         let mut framing = Framing::default();
         let mut hosts = 0;
+        head.fields.reserve_exact(headers.len());
         for h in headers.iter() {
             let name = h.name.as_bytes();
+            head.fields.push((span(name), span(h.value)));
             if name.eq_ignore_ascii_case(b"content-length") {
                 framing.add_length(h.value)?;
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -423,20 +428,10 @@ impl HeadScan {
     }
 }
 
-/// The header fields of an already validated head, re-read (one httparse pass, no allocation).
+/// The header fields of a validated head, in order, from the spans its parse recorded.
 pub(crate) fn for_each_field<'h>(head: &'h Head, mut f: impl FnMut(&'h [u8], &'h [u8])) {
-    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
     let raw = head.raw();
-    let fields = if head.method().is_some() {
-        let mut req = httparse::Request::new(&mut slots);
-        req.parse(raw).map(|_| req.headers.len())
-    } else {
-        let mut resp = httparse::Response::new(&mut slots);
-        resp.parse(raw).map(|_| resp.headers.len())
-    };
-    // The head parsed once already; a failure here cannot happen, and would only drop fields.
-    debug_assert!(fields.is_ok(), "re-parse of a validated head failed");
-    for h in slots.iter().take(fields.unwrap_or(0)) {
-        f(h.name.as_bytes(), h.value);
+    for &((n0, n1), (v0, v1)) in &head.fields {
+        f(&raw[n0..n1], &raw[v0..v1]);
     }
 }
