@@ -6,6 +6,8 @@
 //! before httparse ever runs. [`Head::parse`] then calls httparse once and
 //! records what framing needs; everything else stays in the raw bytes.
 
+use std::mem::MaybeUninit;
+
 use bytes::Bytes;
 
 use super::{FrameError, Role};
@@ -162,8 +164,11 @@ impl Head {
 
     /// Parses a complete head (blank line included) and applies the framing rules of `role`.
     pub fn parse(raw: Bytes, role: Role, limits: &Limits) -> Result<Head, FrameError> {
-        let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
-        let slots = &mut slots[..limits.header_slots()];
+        let n = limits.header_slots();
+        // Requests parse into uninitialised slots; responses (httparse has no such call for them)
+        // into slots filled only when a response is parsed.
+        let mut request_slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
+        let mut response_slots;
         let mut head = Head {
             raw: raw.clone(),
             version: Version::Http11,
@@ -185,8 +190,8 @@ impl Head {
         };
         let (version, headers) = match role {
             Role::Request => {
-                let mut req = httparse::Request::new(slots);
-                complete(req.parse(&raw), raw.len())?;
+                let mut req = httparse::Request::new(&mut []);
+                complete(req.parse_with_uninit_headers(&raw, &mut request_slots[..n]), raw.len())?;
                 let method = req.method.unwrap_or_default();
                 head.method = Some(match method {
                     "GET" => Method::Get,
@@ -198,7 +203,8 @@ impl Head {
                 (req.version, req.headers)
             }
             Role::Response => {
-                let mut resp = httparse::Response::new(slots);
+                response_slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+                let mut resp = httparse::Response::new(&mut response_slots[..n]);
                 complete(resp.parse(&raw), raw.len())?;
                 head.status = resp.code.unwrap_or_default();
                 (resp.version, resp.headers)
