@@ -81,7 +81,6 @@ pub async fn read_head<R: AsyncRead + Unpin>(
     dec: &mut Decoder,
     limits: HeadDeadlines,
 ) -> Result<Head, HeadError> {
-    let far = || Instant::now() + Duration::from_secs(86_400 * 365);
     let mut started = (!buf.is_empty()).then(Instant::now);
     loop {
         match dec.decode(buf) {
@@ -91,10 +90,15 @@ pub async fn read_head<R: AsyncRead + Unpin>(
             Err(e) => return Err(HeadError::Frame(e)),
         }
         let deadline = match started {
-            None => limits.idle.map_or_else(far, |d| Instant::now() + d),
-            Some(t) => limits.head.map_or_else(far, |d| t + d),
+            None => limits.idle.map(|d| Instant::now() + d),
+            Some(t) => limits.head.map(|d| t + d),
         };
-        match timeout_at(deadline, read_buf(src, buf)).await {
+        // No deadline, no timer: arming one costs the reactor a wake-up.
+        let read = match deadline {
+            Some(at) => timeout_at(at, read_buf(src, buf)).await,
+            None => Some(read_buf(src, buf).await),
+        };
+        match read {
             None if started.is_some() => return Err(HeadError::TimedOut),
             None | Some(Err(_)) => return Err(HeadError::Closed),
             Some(Ok(0)) => {

@@ -40,7 +40,6 @@ pub async fn read_head<R: AsyncRead + Unpin>(
     dec: &mut Decoder,
     limits: HeadDeadlines,
 ) -> Result<Head, HeadError> {
-    let far = || Instant::now() + std::time::Duration::from_secs(86_400 * 365);
     let mut started = (!buf.is_empty()).then(Instant::now);
     loop {
         match dec.decode(buf) {
@@ -50,11 +49,15 @@ pub async fn read_head<R: AsyncRead + Unpin>(
             Err(e) => return Err(HeadError::Frame(e)),
         }
         let deadline = match started {
-            None => limits.idle.map_or_else(far, |d| Instant::now() + d),
-            Some(t) => limits.head.map_or_else(far, |d| t + d),
+            None => limits.idle.map(|d| Instant::now() + d),
+            Some(t) => limits.head.map(|d| t + d),
         };
         buf.reserve(READ_CHUNK);
-        match timeout_at(deadline, src.read_buf(buf)).await {
+        let read = match deadline {
+            Some(at) => timeout_at(at, src.read_buf(buf)).await,
+            None => Ok(src.read_buf(buf).await),
+        };
+        match read {
             Err(_) if started.is_some() => return Err(HeadError::TimedOut),
             Err(_) | Ok(Err(_)) => return Err(HeadError::Closed),
             Ok(Ok(0)) => {
