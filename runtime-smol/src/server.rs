@@ -60,6 +60,8 @@ struct Routes {
 struct State {
     hub: Hub,
     routes: Routes,
+    /// The deadline the timer loop was last woken for.
+    armed: Option<Instant>,
 }
 
 /// Everything the server's tasks share.
@@ -127,7 +129,12 @@ impl Shared {
                 Output::Event(e) => (self.log)(&e),
             }
         }
-        let _ = self.timer.0.try_send(());
+        // Wake the timer loop only when the next deadline moved: most hub calls leave it alone.
+        let next = st.hub.poll_timeout();
+        if next != st.armed {
+            st.armed = next;
+            let _ = self.timer.0.try_send(());
+        }
     }
 
     fn next_id(&self) -> u64 {
@@ -148,7 +155,7 @@ pub(crate) async fn start(
     let (http_addr, tunnel_addr) = (http.local_addr()?, tunnel.local_addr()?);
     let hub = Hub::new(opts.server_config(tunnel_addr.port()), Instant::now());
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { hub, routes: Routes::default() }),
+        state: Mutex::new(State { hub, routes: Routes::default(), armed: None }),
         timer: bounded(1),
         front: opts.front_config(),
         limits: opts.limits.clone(),

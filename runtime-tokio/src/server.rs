@@ -56,6 +56,8 @@ struct Routes {
 struct State {
     hub: Hub,
     routes: Routes,
+    /// The deadline the timer loop was last woken for.
+    armed: Option<StdInstant>,
 }
 
 /// Everything the server's tasks share.
@@ -120,7 +122,12 @@ impl Shared {
                 Output::Event(e) => (self.log)(&e),
             }
         }
-        self.timer.notify_one();
+        // Wake the timer loop only when the next deadline moved: most hub calls leave it alone.
+        let next = st.hub.poll_timeout();
+        if next != st.armed {
+            st.armed = next;
+            self.timer.notify_one();
+        }
     }
 
     fn next_id(&self) -> u64 {
@@ -140,7 +147,7 @@ pub(crate) async fn start(
     let (http_addr, tunnel_addr) = (http.local_addr()?, tunnel.local_addr()?);
     let hub = Hub::new(opts.server_config(tunnel_addr.port()), StdInstant::now());
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { hub, routes: Routes::default() }),
+        state: Mutex::new(State { hub, routes: Routes::default(), armed: None }),
         timer: Notify::new(),
         front: opts.front_config(),
         limits: opts.limits.clone(),
