@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! head ─▶ route ─┬─ Register / Landing / status ─▶ Admit::Reply (JSON, 302, 403, 404, 409 ...)
-//!                └─ Proxy(id) ─▶ Admit::Proxy { tunnel, rewritten head } ─▶ hub checkout ─▶ relay
+//!                └─ Proxy(id) ─▶ Admit::Proxy(tunnel, rewritten head) ─▶ hub checkout ─▶ relay
 //! ```
 //!
 //! It does not read bodies: a request the server answers itself that carries
@@ -51,15 +51,13 @@ pub enum Admit {
         /// Close after writing.
         close: bool,
     },
-    /// Check out a connection of the tunnel, then relay the request and the response over it.
-    Proxy(Forward),
+    /// Check out a connection of this tunnel, then relay the request and the response over it.
+    Proxy(TunnelId, Forward),
 }
 
 /// A request on its way to a tunnel: what to send, and how to answer if no connection comes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
-    /// The tunnel.
-    pub tunnel: TunnelId,
     head: Bytes,
     request: RequestInfo,
     expects_continue: bool,
@@ -165,14 +163,10 @@ pub fn admit(
             let fwd = Forwarding { client: visitor.addr, proto: cfg.proto, target };
             let request = rewrite_request(head, &fwd, &mut out);
             let expects_continue = head.expects_continue();
-            return Admit::Proxy(Forward {
+            return Admit::Proxy(
                 tunnel,
-                head: out.freeze(),
-                request,
-                expects_continue,
-                head_only,
-                has_body,
-            });
+                Forward { head: out.freeze(), request, expects_continue, head_only, has_body },
+            );
         }
     };
     match reply {
@@ -278,7 +272,9 @@ mod tests {
         let (h, mut dec) = head(raw);
         match admit(c, hub, Instant::now(), &h, v, || [3; 32], &mut dec) {
             Admit::Reply { bytes, close } => (String::from_utf8(bytes.to_vec()).unwrap(), close),
-            Admit::Proxy(fwd) => (format!("PROXY {}", String::from_utf8(fwd.head.to_vec()).unwrap()), false),
+            Admit::Proxy(_, fwd) => {
+                (format!("PROXY {}", String::from_utf8(fwd.head.to_vec()).unwrap()), false)
+            }
         }
     }
 
@@ -356,7 +352,8 @@ mod tests {
             ("GET /some-tunnel/x HTTP/1.0\r\n\r\n", true),
         ] {
             let (h, mut dec) = head(raw);
-            let Admit::Proxy(fwd) = admit(&c, &mut hub, Instant::now(), &h, v, || [3; 32], &mut dec) else {
+            let Admit::Proxy(_, fwd) = admit(&c, &mut hub, Instant::now(), &h, v, || [3; 32], &mut dec)
+            else {
                 panic!("not proxied: {raw}")
             };
             let (bytes, close) = fwd.refused(Refusal::UnknownTunnel, &mut dec);

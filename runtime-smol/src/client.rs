@@ -245,13 +245,11 @@ async fn relay_requests(
         served = true;
         let started = Instant::now();
         let raw = head.raw();
-        let method =
-            String::from_utf8_lossy(raw.split(|&b| b == b' ').next().unwrap_or_default()).into_owned();
-        let path = String::from_utf8_lossy(head.target()).into_owned();
         let log = |status: u16| {
+            let method = raw.split(|&b| b == b' ').next().unwrap_or_default();
             report(&Report::Request(RequestLog {
-                method: method.clone(),
-                path: path.clone(),
+                method: String::from_utf8_lossy(method).into_owned(),
+                path: String::from_utf8_lossy(head.target()).into_owned(),
                 status,
                 duration: started.elapsed(),
             }))
@@ -298,11 +296,8 @@ async fn relay_requests(
                     };
             }
         }
-        let Outcome::Done { request, response } = outcome else {
-            log(resp.status().unwrap_or(0));
-            return Relayed::Ended(served);
-        };
         log(resp.status().unwrap_or(0));
+        let Outcome::Done { request, response } = outcome else { return Relayed::Ended(served) };
         let settled = resp.settle(request, response, !obuf.is_empty());
         if settled.upstream == After::Raw {
             return match origin.take() {

@@ -313,8 +313,8 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
             let visitor = Visitor { addr: &ip, local: &shared.local };
             admit = Some(front::admit(&shared.front, hub, now, &head, visitor, crate::entropy, &mut dec));
         });
-        let forward = match admit {
-            Some(Admit::Proxy(forward)) => forward,
+        let (tunnel, forward) = match admit {
+            Some(Admit::Proxy(tunnel, forward)) => (tunnel, forward),
             Some(Admit::Reply { bytes, close }) => {
                 if stream.write_all(&bytes).await.is_err() || close {
                     return;
@@ -323,7 +323,6 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
             }
             None => return,
         };
-        let tunnel = forward.tunnel.clone();
         let waiter = WaiterId(shared.next_id());
         let (tx, mut rx) = oneshot::channel();
         shared.lock().routes.waiters.insert(waiter, tx);
