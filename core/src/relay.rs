@@ -29,6 +29,49 @@ use crate::limits::Limits;
 /// Most body bytes validated while a request head is held back (see [`Pump::request`]).
 pub const HOLD_LIMIT: usize = 64 * 1024;
 
+/// Bytes a pump asks for per read at first: one read usually holds a whole head.
+pub const READ_FIRST: usize = 16 * 1024;
+/// Most bytes a pump asks for per read, reached while reads keep filling what was asked.
+pub const READ_MOST: usize = 128 * 1024;
+
+/// How much room a pump's next read gets: small for messages, growing for a body that streams.
+///
+/// A read that fills its room means more is waiting, so the next one asks for twice as much (up
+/// to [`READ_MOST`]): a bulk body then costs a few large syscalls instead of many 16 KiB ones,
+/// while a small exchange never holds more than [`READ_FIRST`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSize(usize);
+
+impl Default for ReadSize {
+    fn default() -> Self {
+        Self(READ_FIRST)
+    }
+}
+
+impl ReadSize {
+    /// The room to reserve before the next read.
+    pub fn next(self) -> usize {
+        self.0
+    }
+
+    /// Records that a read given `room` bytes returned `n`.
+    pub fn read(&mut self, room: usize, n: usize) {
+        if n >= room && n > 0 {
+            self.0 = (self.0 * 2).min(READ_MOST);
+        } else if n < self.0 / 4 {
+            self.0 = (self.0 / 2).max(READ_FIRST);
+        }
+    }
+}
+
+/// Frees a read buffer that grew past [`READ_FIRST`] once it is empty, so a connection that carried
+/// a bulk body does not keep that room while it waits for the next message.
+pub fn shrink(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 2 * READ_FIRST {
+        *buf = BytesMut::new();
+    }
+}
+
 /// What the adapter does next for one pump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
@@ -274,6 +317,41 @@ mod tests {
 
     fn get() -> RequestInfo {
         RequestInfo { method: Method::Get, upgrade: false, keep_alive: true }
+    }
+
+    #[test]
+    fn read_size_grows_while_reads_fill_and_shrinks_when_they_stop() {
+        let mut size = ReadSize::default();
+        assert_eq!(size.next(), READ_FIRST);
+        // Short reads (a head, a small body) never grow it.
+        size.read(READ_FIRST, 900);
+        assert_eq!(size.next(), READ_FIRST);
+        for _ in 0..10 {
+            let room = size.next();
+            size.read(room, room);
+        }
+        assert_eq!(size.next(), READ_MOST);
+        // An end of stream or a trickle brings it back down, never below the first size.
+        size.read(READ_MOST, 0);
+        assert_eq!(size.next(), READ_MOST / 2);
+        for _ in 0..10 {
+            size.read(size.next(), 10);
+        }
+        assert_eq!(size.next(), READ_FIRST);
+    }
+
+    #[test]
+    fn shrink_frees_only_an_empty_grown_buffer() {
+        let mut big = BytesMut::with_capacity(READ_MOST);
+        big.extend_from_slice(b"x");
+        shrink(&mut big);
+        assert!(big.capacity() >= READ_MOST, "a buffer holding bytes keeps them");
+        big.clear();
+        shrink(&mut big);
+        assert_eq!(big.capacity(), 0);
+        let mut small = BytesMut::with_capacity(READ_FIRST);
+        shrink(&mut small);
+        assert_eq!(small.capacity(), READ_FIRST);
     }
 
     /// Runs a pump over `input` fed in pieces of `split` bytes; returns the written bytes and ending.

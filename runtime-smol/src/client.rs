@@ -148,7 +148,11 @@ async fn register(
         if let Some(reg) = reader.feed(&mut buf, false)? {
             return Ok(reg);
         }
-        if read_buf(&mut s, &mut buf).await.map_err(|_| RegisterFailure::Unreachable)? == 0 {
+        if read_buf(&mut s, &mut buf, crate::io::READ_CHUNK)
+            .await
+            .map_err(|_| RegisterFailure::Unreachable)?
+            == 0
+        {
             return reader.feed(&mut buf, true)?.ok_or(RegisterFailure::BadReply);
         }
     }
@@ -187,7 +191,7 @@ async fn tunnel(
                 Ok(None) => {}
                 Err(_) => return failed(&tx),
             }
-            if !matches!(read_buf(&mut stream, &mut buf).await, Ok(n) if n > 0) {
+            if !matches!(read_buf(&mut stream, &mut buf, crate::io::READ_CHUNK).await, Ok(n) if n > 0) {
                 return failed(&tx);
             }
         };

@@ -13,15 +13,15 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use aether_core::http::{Decoder, Frame, FrameError, Head};
-use aether_core::relay::{Ending, Pump, Step};
+use aether_core::relay::{self, Ending, Pump, ReadSize, Step};
 use async_io::Timer;
 use async_net::TcpStream;
 use bytes::{Bytes, BytesMut};
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Read buffer size: one read usually holds a whole head.
-pub const READ_CHUNK: usize = 16 * 1024;
+/// Read buffer size for heads: one read usually holds a whole head.
+pub const READ_CHUNK: usize = relay::READ_FIRST;
 
 /// Runs `fut` until `deadline`; `None` if the deadline came first.
 pub async fn timeout_at<T>(deadline: Instant, fut: impl Future<Output = T>) -> Option<T> {
@@ -32,10 +32,14 @@ pub async fn timeout_at<T>(deadline: Instant, fut: impl Future<Output = T>) -> O
     .await
 }
 
-/// Reads once from `src` onto the end of `buf`; returns the count (0: the source closed).
+/// Reads at most `room` bytes from `src` onto the end of `buf`; returns the count (0: the source closed).
 ///
 /// `buf` only ever holds bytes that were read, even if this future is dropped mid-read.
-pub async fn read_buf<R: AsyncRead + Unpin + ?Sized>(src: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+pub async fn read_buf<R: AsyncRead + Unpin + ?Sized>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    room: usize,
+) -> io::Result<usize> {
     /// Trims the zeroed, unfilled tail on every way out.
     struct Filling<'a> {
         buf: &'a mut BytesMut,
@@ -47,7 +51,7 @@ pub async fn read_buf<R: AsyncRead + Unpin + ?Sized>(src: &mut R, buf: &mut Byte
         }
     }
     let len = buf.len();
-    buf.resize(len + READ_CHUNK, 0);
+    buf.resize(len + room, 0);
     let mut fill = Filling { buf, len };
     let n = src.read(&mut fill.buf[len..]).await?;
     fill.len += n;
@@ -95,8 +99,8 @@ pub async fn read_head<R: AsyncRead + Unpin>(
         };
         // No deadline, no timer: arming one costs the reactor a wake-up.
         let read = match deadline {
-            Some(at) => timeout_at(at, read_buf(src, buf)).await,
-            None => Some(read_buf(src, buf).await),
+            Some(at) => timeout_at(at, read_buf(src, buf, READ_CHUNK)).await,
+            None => Some(read_buf(src, buf, READ_CHUNK).await),
         };
         match read {
             None if started.is_some() => return Err(HeadError::TimedOut),
@@ -141,6 +145,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut eof = false;
+    let mut size = ReadSize::default();
     // Pieces decoded from what was read, written together before the next read: one syscall for a
     // head and its body.
     let mut pending: Vec<Bytes> = Vec::new();
@@ -150,10 +155,13 @@ where
             Step::Read => {
                 // Written before waiting, so a streamed event reaches the reader now.
                 write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
-                eof = read_buf(src, buf).await.map_err(|_| PumpError::Read)? == 0;
+                let n = read_buf(src, buf, size.next()).await.map_err(|_| PumpError::Read)?;
+                size.read(size.next(), n);
+                eof = n == 0;
             }
             Step::Done(ending) => {
                 write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
+                relay::shrink(buf);
                 return Ok(ending);
             }
         }

@@ -229,7 +229,7 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
             Err(_) => return,
         }
         let Some(deadline) = dec.deadline() else { return };
-        match timeout_at(deadline, read_buf(&mut stream, &mut buf)).await {
+        match timeout_at(deadline, read_buf(&mut stream, &mut buf, crate::io::READ_CHUNK)).await {
             Some(Ok(n)) if n > 0 => {}
             _ => return,
         }

@@ -5,13 +5,13 @@ use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use aether_core::http::{Decoder, Frame, FrameError, Head};
-use aether_core::relay::{Ending, Pump, Step};
+use aether_core::relay::{self, Ending, Pump, ReadSize, Step};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
 
-/// Read buffer size: one read usually holds a whole head.
-pub const READ_CHUNK: usize = 16 * 1024;
+/// Read buffer size for heads: one read usually holds a whole head.
+pub const READ_CHUNK: usize = relay::READ_FIRST;
 
 /// Why a head was not read.
 #[derive(Debug)]
@@ -100,6 +100,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut eof = false;
+    let mut size = ReadSize::default();
     // Pieces decoded from what was read, written together before the next read: one syscall for a
     // head and its body.
     let mut pending: Vec<Bytes> = Vec::new();
@@ -109,11 +110,15 @@ where
             Step::Read => {
                 // Written before waiting, so a streamed event reaches the reader now.
                 write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
-                buf.reserve(READ_CHUNK);
-                eof = src.read_buf(buf).await.map_err(|_| PumpError::Read)? == 0;
+                buf.reserve(size.next());
+                let room = buf.capacity() - buf.len();
+                let n = src.read_buf(buf).await.map_err(|_| PumpError::Read)?;
+                size.read(room, n);
+                eof = n == 0;
             }
             Step::Done(ending) => {
                 write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
+                relay::shrink(buf);
                 return Ok(ending);
             }
         }
