@@ -1,5 +1,5 @@
 //! aether's memory and scale figures: a fresh server, `n` tunnels registered with `GET /?new`
-//! and 10 handshaked connections opened for each (`<id> <token>\n`, answered `accepted\n`),
+//! and 10 (or, for the widest scale figure, 1) handshaked connections opened for each (`<id> <token>\n`, answered `accepted\n`),
 //! all held idle by the bench (registered from 8 threads at once); the server's RSS before and after, and the time it took.
 
 use std::io::{Read, Write};
@@ -54,14 +54,17 @@ impl Idle {
     }
 }
 
-/// Registers one tunnel and opens its 10 connections.
-fn idle_tunnel(http: &str, tunnel: &str) -> Result<Vec<TcpStream>, String> {
+/// Connections per tunnel in the memory figure (the client's default pool).
+pub const CONNS: usize = 10;
+
+/// Registers one tunnel and opens its `conns` connections.
+fn idle_tunnel(http: &str, tunnel: &str, conns: usize) -> Result<Vec<TcpStream>, String> {
     let reply = get(http, "/?new");
     let field = |name| json_field(&reply, name).and_then(|v| v.as_str().map(str::to_owned));
     let (Some(id), Some(token)) = (field("id"), field("token")) else {
         return Err(format!("registration reply without id/token: {:?}", reply.lines().next()));
     };
-    (0..10)
+    (0..conns)
         .map(|_| {
             let mut s = TcpStream::connect(tunnel).map_err(|e| format!("tunnel port: {e}"))?;
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -90,7 +93,7 @@ pub fn measure(aether: &Path, rt: &str, n: usize) -> Result<Idle, String> {
                 scope.spawn(move || {
                     (w..n)
                         .step_by(REGISTRARS)
-                        .map(|i| idle_tunnel(http, tunnel).map_err(|e| format!("tunnel {i}: {e}")))
+                        .map(|i| idle_tunnel(http, tunnel, CONNS).map_err(|e| format!("tunnel {i}: {e}")))
                         .collect::<Result<Vec<_>, String>>()
                 })
             })
@@ -110,9 +113,9 @@ pub fn measure(aether: &Path, rt: &str, n: usize) -> Result<Idle, String> {
     Ok(Idle { tunnels: n, base_kib, held_kib, register })
 }
 
-/// How many idle tunnels a fresh server on `rt` holds, trying up to `cap`: the count held
-/// and, if it stopped short, the first error.
-pub fn scale(aether: &Path, rt: &str, cap: usize) -> Result<(usize, Option<String>), String> {
+/// How many idle tunnels of `conns` connections a fresh server on `rt` holds, trying up to `cap`:
+/// the count held and, if it stopped short, the first error.
+pub fn scale(aether: &Path, rt: &str, cap: usize, conns: usize) -> Result<(usize, Option<String>), String> {
     let (server, http, tunnel) = systems::aether_server(aether, rt)?;
     let next = AtomicUsize::new(0);
     let failure = Mutex::new(None::<String>);
@@ -123,7 +126,7 @@ pub fn scale(aether: &Path, rt: &str, cap: usize) -> Result<(usize, Option<Strin
                 scope.spawn(move || {
                     let mut held = Vec::new();
                     while next.fetch_add(1, Ordering::Relaxed) < cap {
-                        match idle_tunnel(http, tunnel) {
+                        match idle_tunnel(http, tunnel, conns) {
                             Ok(t) => held.push(t),
                             Err(e) => {
                                 next.store(cap, Ordering::Relaxed);
@@ -141,6 +144,10 @@ pub fn scale(aether: &Path, rt: &str, cap: usize) -> Result<(usize, Option<Strin
         workers.into_iter().map(|w| w.join().unwrap_or_default()).collect::<Vec<_>>()
     });
     let count = held.iter().map(Vec::len).sum();
+    // Every one of them still answered: the server held them all at once.
+    if count > 0 && tunnels(&http) != Some(count as u64) {
+        return Err(format!("server reports {:?} tunnels, the bench holds {count}", tunnels(&http)));
+    }
     drop(held);
     drop(server);
     Ok((count, failure.into_inner().unwrap_or_default()))

@@ -253,6 +253,19 @@ impl Bulk {
     }
 }
 
+/// The median of `runs` transfers; the first failure if any fails.
+pub fn median(runs: usize, mut transfer: impl FnMut() -> Bulk) -> Bulk {
+    let mut speeds = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        match transfer() {
+            Bulk { mb_per_s: Some(v), .. } => speeds.push(v),
+            failed => return failed,
+        }
+    }
+    speeds.sort_by(f64::total_cmp);
+    Bulk { mb_per_s: Some(speeds[speeds.len() / 2]), error: None }
+}
+
 /// One `GET /big`, every byte compared with the payload.
 pub fn download(target: &Target, big: &Payload) -> Bulk {
     let run = || -> io::Result<Duration> {

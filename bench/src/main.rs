@@ -67,8 +67,7 @@ fn main() {
         aether: std::env::current_exe().map(|e| e.with_file_name("aether")).unwrap_or_default(),
         tools: arg_value(&args, "--tools").map_or(here.join(".tools"), PathBuf::from).join("bin"),
     };
-    let (tunnels, scale_cap) = (fit_tunnels(config.tunnels), fit_tunnels(config.scale_cap));
-    let config = Config { tunnels, scale_cap, ..config };
+    let config = Config { tunnels: fit_tunnels(config.tunnels, idle::CONNS), ..config };
 
     let big = Arc::new(origin::Payload::new(config.big));
     let origin = match origin::start(big.clone()) {
@@ -149,7 +148,7 @@ fn measure(running: &systems::Running, config: &Config, big: &origin::Payload, o
     f.insert("requests_c1", c1.latencies.len() as f64);
 
     let pids = running.pids();
-    let cpu = |pids: &[u32]| pids.iter().map(|&p| systems::cpu_secs(p)).sum::<Option<f64>>();
+    let cpu = |pids: &[u32]| pids.iter().map(|&p| systems::cpu_secs(p)).sum::<Option<systems::Cpu>>();
     let cpu_before = cpu(&pids);
     let c32 = load::hello(&running.target, 32, config.time);
     let cpu_after = cpu(&pids);
@@ -158,7 +157,9 @@ fn measure(running: &systems::Running, config: &Config, big: &origin::Payload, o
     f.insert("requests_c32", c32.latencies.len() as f64);
     if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
         if !pids.is_empty() && !c32.latencies.is_empty() {
-            f.insert("cpu_s_per_10k", (b - a) / c32.latencies.len() as f64 * 10_000.0);
+            let per_10k = 10_000.0 / c32.latencies.len() as f64;
+            f.insert("cpu_s_per_10k", (b.user + b.kernel - a.user - a.kernel) * per_10k);
+            f.insert("cpu_user_s_per_10k", (b.user - a.user) * per_10k);
         }
     }
 
@@ -172,9 +173,12 @@ fn measure(running: &systems::Running, config: &Config, big: &origin::Payload, o
     }
 
     let mut bulk_failures = 0;
+    // One 100 MiB transfer takes well under a second, so a single one is at the mercy of the
+    // scheduler: the figure is the median of several.
+    let runs = if config.quick { 1 } else { 5 };
     for (key, what, bulk) in [
-        ("download_mb_s", "download", load::download(&running.target, big)),
-        ("upload_mb_s", "upload", load::upload(&running.target, big)),
+        ("download_mb_s", "download", load::median(runs, || load::download(&running.target, big))),
+        ("upload_mb_s", "upload", load::median(runs, || load::upload(&running.target, big))),
     ] {
         match (bulk.mb_per_s, bulk.error) {
             (Some(v), _) => {
@@ -215,21 +219,27 @@ fn idle_figures(bins: &Bins, rt: &str, n: usize, scale_cap: usize, outcome: &mut
             *failures += 1.0;
         }
     }
-    match idle::scale(&bins.aether, rt, scale_cap) {
-        Ok((held, stopped)) => {
-            outcome.figures.insert("max_tunnels_held", held as f64);
-            let why = stopped
-                .unwrap_or_else(|| format!("the bench's cap of {scale_cap} (mode, or its open-file limit)"));
-            outcome
-                .notes
-                .push(format!("scale: held {held} idle tunnels of 10 connections; stopped by {why}"));
+    // Tunnels of 10 connections, then of 1: with a low open-file limit, the second still shows
+    // how many tunnels one server holds.
+    for (conns, key) in [(idle::CONNS, "max_tunnels_held"), (1, "max_tunnels_held_1")] {
+        let cap = fit_tunnels(scale_cap, conns);
+        match idle::scale(&bins.aether, rt, cap, conns) {
+            Ok((held, stopped)) => {
+                outcome.figures.insert(key, held as f64);
+                let why = stopped
+                    .unwrap_or_else(|| format!("the bench's cap of {cap} (mode, or its open-file limit)"));
+                let plural = if conns == 1 { "" } else { "s" };
+                outcome.notes.push(format!(
+                    "scale: held {held} idle tunnels of {conns} connection{plural}; stopped by {why}"
+                ));
+            }
+            Err(e) => outcome.notes.push(format!("scale, {conns} connections: {e}")),
         }
-        Err(e) => outcome.notes.push(format!("scale: {e}")),
     }
 }
 
-/// The most idle tunnels (10 connections each, held on both ends here) the open-file limit allows.
-fn fit_tunnels(want: usize) -> usize {
+/// The most idle tunnels (`conns` connections each, held on both ends here) the open-file limit allows.
+fn fit_tunnels(want: usize, conns: usize) -> usize {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let soft = limits
         .lines()
@@ -237,9 +247,11 @@ fn fit_tunnels(want: usize) -> usize {
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|v| v.parse::<usize>().ok());
     match soft {
-        Some(soft) if soft < want * 10 + 200 => {
-            let fit = soft.saturating_sub(200) / 10;
-            eprintln!("aether-bench: open-file limit {soft}: measuring {fit} idle tunnels, not {want}");
+        Some(soft) if soft < want * conns + 200 => {
+            let fit = soft.saturating_sub(200) / conns;
+            eprintln!(
+                "aether-bench: open-file limit {soft}: measuring {fit} idle tunnels of {conns} connections, not {want}"
+            );
             fit.max(1)
         }
         _ => want,

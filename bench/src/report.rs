@@ -44,13 +44,15 @@ pub const FIGURES: &[Figure] = &[
     fig("download_mb_s", "bulk download (MB/s)", 0, Better::Higher),
     fig("upload_mb_s", "bulk upload (MB/s)", 0, Better::Higher),
     fig("cpu_s_per_10k", "CPU s per 10k requests, c=32", 3, Better::Lower),
+    fig("cpu_user_s_per_10k", "of which in user space", 3, Better::Lower),
     fig("server_idle_rss_kib", "server RSS idle, client connected (KiB)", 0, Better::Lower),
     fig("client_rss_kib", "client RSS after load (KiB)", 0, Better::Lower),
     fig("server_rss_tunnels_kib", "server RSS, N idle tunnels (KiB)", 0, Better::Lower),
     fig("bytes_per_idle_tunnel", "server bytes per idle tunnel", 0, Better::Lower),
     fig("register_s", "register N tunnels + N×10 conns (s)", 3, Better::Lower),
     fig("tunnels_per_s", "tunnels registered per s (8 at once)", 0, Better::Higher),
-    fig("max_tunnels_held", "most idle tunnels held (see notes)", 0, Better::Higher),
+    fig("max_tunnels_held", "most idle tunnels of 10 connections held (see notes)", 0, Better::Higher),
+    fig("max_tunnels_held_1", "most idle tunnels of 1 connection held (see notes)", 0, Better::Higher),
 ];
 
 /// What one system measured, or why it could not be.

@@ -380,7 +380,7 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// User + system CPU time of `pid` so far, in seconds (`/proc/<pid>/stat`, 100 ticks/s).
-pub fn cpu_secs(pid: u32) -> Option<f64> {
+pub fn cpu_secs(pid: u32) -> Option<Cpu> {
     let mut stat = String::new();
     std::fs::File::open(format!("/proc/{pid}/stat")).ok()?.read_to_string(&mut stat).ok()?;
     // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
@@ -388,5 +388,20 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
+    Some(Cpu { user: utime as f64 / 100.0, kernel: stime as f64 / 100.0 })
+}
+
+/// CPU seconds a process has used so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    /// In user space.
+    pub user: f64,
+    /// In the kernel (system calls, TCP).
+    pub kernel: f64,
+}
+
+impl std::iter::Sum for Cpu {
+    fn sum<I: Iterator<Item = Cpu>>(iter: I) -> Cpu {
+        iter.fold(Cpu::default(), |a, b| Cpu { user: a.user + b.user, kernel: a.kernel + b.kernel })
+    }
 }
