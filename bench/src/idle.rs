@@ -45,6 +45,8 @@ pub struct Idle {
     pub held_kib: u64,
     /// Time to register them all and open their connections.
     pub register: Duration,
+    /// Server CPU seconds spent meanwhile, if `/proc` told.
+    pub register_cpu: Option<f64>,
 }
 
 impl Idle {
@@ -85,6 +87,7 @@ pub fn measure(aether: &Path, rt: &str, n: usize) -> Result<Idle, String> {
     // Let the server settle (and warm its status path) before the base figure.
     let _ = tunnels(&http);
     let base_kib = rss_kib(server.pid());
+    let cpu_before = systems::cpu_precise(server.pid());
     let started = Instant::now();
     let held = thread::scope(|scope| {
         let workers: Vec<_> = (0..REGISTRARS)
@@ -104,13 +107,14 @@ pub fn measure(aether: &Path, rt: &str, n: usize) -> Result<Idle, String> {
             .collect::<Result<Vec<_>, String>>()
     })?;
     let register = started.elapsed();
+    let register_cpu = cpu_before.zip(systems::cpu_precise(server.pid())).map(|(a, b)| b - a);
     if !wait_for(Duration::from_secs(10), || tunnels(&http) == Some(n as u64)) {
         return Err(format!("server reports {:?} tunnels, expected {n}", tunnels(&http)));
     }
     let held_kib = rss_kib(server.pid());
     drop(held);
     drop(server);
-    Ok(Idle { tunnels: n, base_kib, held_kib, register })
+    Ok(Idle { tunnels: n, base_kib, held_kib, register, register_cpu })
 }
 
 /// How many idle tunnels of `conns` connections a fresh server on `rt` holds, trying up to `cap`:

@@ -212,6 +212,9 @@ fn idle_figures(bins: &Bins, rt: &str, n: usize, scale_cap: usize, outcome: &mut
             f.insert("bytes_per_idle_tunnel", idle.bytes_per_tunnel());
             f.insert("register_s", idle.register.as_secs_f64());
             f.insert("tunnels_per_s", idle.tunnels as f64 / idle.register.as_secs_f64());
+            if let Some(cpu) = idle.register_cpu {
+                f.insert("register_cpu_us_per_tunnel", cpu * 1e6 / idle.tunnels.max(1) as f64);
+            }
         }
         Err(e) => {
             outcome.notes.push(format!("idle tunnels: {e}"));

@@ -51,6 +51,7 @@ pub const FIGURES: &[Figure] = &[
     fig("bytes_per_idle_tunnel", "server bytes per idle tunnel", 0, Better::Lower),
     fig("register_s", "register N tunnels + N×10 conns (s)", 3, Better::Lower),
     fig("tunnels_per_s", "tunnels registered per s (8 at once)", 0, Better::Higher),
+    fig("register_cpu_us_per_tunnel", "server CPU per tunnel registered + 10 conns (µs)", 0, Better::Lower),
     fig("max_tunnels_held", "most idle tunnels of 10 connections held (see notes)", 0, Better::Higher),
     fig("max_tunnels_held_1", "most idle tunnels of 1 connection held (see notes)", 0, Better::Higher),
 ];

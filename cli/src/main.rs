@@ -3,6 +3,19 @@
 
 mod mem;
 
+/// Writes one line to stderr with a single `write`.
+///
+/// stderr is unbuffered and `eprintln!` writes each formatted piece on its own: five syscalls for
+/// one "tunnel … registered" line, and lines of two threads could interleave. A failed write is
+/// ignored rather than panicking a server over its log.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+    }};
+}
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -141,7 +154,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("aether: {msg}");
+            say!("aether: {msg}");
             ExitCode::FAILURE
         }
     }
@@ -192,9 +205,9 @@ fn serve(rt: Runtime, s: Serve) -> Result<(), String> {
     let server = Server::start(rt, opts)?;
     let (http, tunnel) = server.addrs();
     if json_logs() {
-        eprintln!(r#"{{"event":"listening","http":"{http}","tunnel":"{tunnel}"}}"#);
+        say!(r#"{{"event":"listening","http":"{http}","tunnel":"{tunnel}"}}"#);
     } else {
-        eprintln!("aether: serving on http://{http}, tunnel connections on {tunnel}");
+        say!("aether: serving on http://{http}, tunnel connections on {tunnel}");
     }
     loop {
         std::thread::park();
@@ -220,7 +233,7 @@ fn share(rt: Runtime, s: Share) -> Result<(), String> {
             };
             let embedded = Server::start(rt, opts)?;
             let server = embedded.addrs().0.to_string();
-            eprintln!("aether: no --server given; started an embedded server on http://{server}");
+            say!("aether: no --server given; started an embedded server on http://{server}");
             (Some(embedded), server)
         }
     };
@@ -238,7 +251,7 @@ fn share(rt: Runtime, s: Share) -> Result<(), String> {
             Report::Client(ClientEvent::RegisterRetry { why: RegisterFailure::Unreachable, .. })
                 if !seen.load(Ordering::Relaxed) =>
             {
-                eprintln!(
+                say!(
                     "aether: cannot reach the server at {shown_server}: is it running, and is --server right?"
                 );
                 std::process::exit(1);
@@ -256,11 +269,11 @@ fn share(rt: Runtime, s: Share) -> Result<(), String> {
     match handle.wait_online(Duration::from_secs(30)) {
         ShareStatus::Online(url) => {
             println!("{url}");
-            eprintln!("aether: forwarding {url} -> http://{origin}");
+            say!("aether: forwarding {url} -> http://{origin}");
         }
         ShareStatus::Fatal(why) => return Err(why),
         ShareStatus::Starting => {
-            eprintln!("aether: still trying to reach {server}; will keep retrying");
+            say!("aether: still trying to reach {server}; will keep retrying");
         }
     }
     let why = handle.wait_fatal();
@@ -292,15 +305,15 @@ impl ShareHandle {
 fn print_report(report: &Report, print_requests: bool) {
     match report {
         Report::Request(r) if print_requests => {
-            eprintln!("{} {} {} {}ms", r.method, r.path, r.status, r.duration.as_millis())
+            say!("{} {} {} {}ms", r.method, r.path, r.status, r.duration.as_millis())
         }
         Report::Request(_) => {}
         Report::Client(ClientEvent::Online { .. } | ClientEvent::Fatal { .. }) => {}
         Report::Client(ClientEvent::RegisterRetry { after, why }) => {
-            eprintln!("aether: registration failed ({why}); retrying in {} ms", after.as_millis())
+            say!("aether: registration failed ({why}); retrying in {} ms", after.as_millis())
         }
         Report::Client(ClientEvent::Reregistering { why }) => {
-            eprintln!("aether: the server lost the tunnel ({why:?}); registering again")
+            say!("aether: the server lost the tunnel ({why:?}); registering again")
         }
         Report::Client(ClientEvent::Reconnecting { .. }) => {}
     }
@@ -322,14 +335,14 @@ fn log_server(event: &ServerEvent) {
         };
         let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         // Tunnel ids are [a-z0-9-]: nothing to escape.
-        return eprintln!(r#"{{"ts":{:.3},"event":"{what}","tunnel":"{id}"}}"#, at.as_secs_f64());
+        return say!(r#"{{"ts":{:.3},"event":"{what}","tunnel":"{id}"}}"#, at.as_secs_f64());
     }
     match event {
         ServerEvent::Registered { id, resumed } => {
-            eprintln!("aether: tunnel {id} {}", if *resumed { "resumed" } else { "registered" })
+            say!("aether: tunnel {id} {}", if *resumed { "resumed" } else { "registered" })
         }
-        ServerEvent::Online { id } => eprintln!("aether: tunnel {id} online"),
-        ServerEvent::Offline { id } => eprintln!("aether: tunnel {id} offline"),
-        ServerEvent::Expired { id } => eprintln!("aether: tunnel {id} expired"),
+        ServerEvent::Online { id } => say!("aether: tunnel {id} online"),
+        ServerEvent::Offline { id } => say!("aether: tunnel {id} offline"),
+        ServerEvent::Expired { id } => say!("aether: tunnel {id} expired"),
     }
 }
