@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::AbortHandle;
 
-use crate::io::{HeadDeadlines, Outcome, exchange, read_head, splice};
+use crate::io::{Deadline, HeadDeadlines, Outcome, exchange, read_head, splice};
 use crate::{ReportFn, StatusCell};
 
 /// Runs the supervisor until it gives up.
@@ -211,8 +211,9 @@ async fn relay_requests(
     let mut origin: Option<TcpStream> = None;
     let mut obuf = BytesMut::with_capacity(crate::io::READ_CHUNK);
     let mut served = false;
+    let mut clock = Deadline::default();
     loop {
-        let Ok(head) = read_head(tunnel, &mut buf, &mut dec, deadlines).await else {
+        let Ok(head) = read_head(tunnel, &mut buf, &mut dec, deadlines, &mut clock).await else {
             return Relayed::Ended(served);
         };
         served = true;

@@ -2,13 +2,14 @@
 //! exchange's two pumps, and the raw copy after a protocol switch.
 
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use aether_core::http::{Decoder, Frame, FrameError, Head};
 use aether_core::relay::{self, Ending, Pump, ReadSize, Step};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, Sleep, sleep_until};
 
 /// Read buffer size for heads: one read usually holds a whole head.
 pub const READ_CHUNK: usize = relay::READ_FIRST;
@@ -33,12 +34,56 @@ pub struct HeadDeadlines {
     pub head: Option<std::time::Duration>,
 }
 
-/// Reads until `dec` yields a head; bytes after it stay in `buf`.
+/// A connection's deadline, kept lazily: moving it later costs nothing.
+///
+/// A fresh timer for each keep-alive read went into tokio's wheel while the worker slept with no
+/// timer armed (during the exchange), so tokio woke its own driver: an eventfd write and one more
+/// `epoll_wait` per request. This one timer stays in the wheel at the earliest deadline set; when
+/// it fires early it moves on to the deadline that holds by then.
+#[derive(Default)]
+pub struct Deadline {
+    /// Created at the first deadline.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The deadline that holds now.
+    at: Option<Instant>,
+}
+
+impl Deadline {
+    /// Sets the deadline (`None`: none); the timer moves only if it would otherwise fire late.
+    pub fn set(&mut self, at: Option<Instant>) {
+        self.at = at;
+        let Some(at) = at else { return };
+        match &mut self.sleep {
+            Some(sleep) if sleep.deadline() > at => sleep.as_mut().reset(at),
+            Some(_) => {}
+            None => self.sleep = Some(Box::pin(sleep_until(at))),
+        }
+    }
+
+    /// Completes once the deadline set last has passed.
+    pub async fn passed(&mut self) {
+        loop {
+            let (Some(at), Some(sleep)) = (self.at, &mut self.sleep) else {
+                return std::future::pending().await;
+            };
+            if Instant::now() >= at {
+                return;
+            }
+            if sleep.is_elapsed() {
+                sleep.as_mut().reset(at);
+            }
+            sleep.as_mut().await;
+        }
+    }
+}
+
+/// Reads until `dec` yields a head; bytes after it stay in `buf`. `clock` is the connection's timer.
 pub async fn read_head<R: AsyncRead + Unpin>(
     src: &mut R,
     buf: &mut BytesMut,
     dec: &mut Decoder,
     limits: HeadDeadlines,
+    clock: &mut Deadline,
 ) -> Result<Head, HeadError> {
     let mut started = (!buf.is_empty()).then(Instant::now);
     loop {
@@ -54,20 +99,27 @@ pub async fn read_head<R: AsyncRead + Unpin>(
         };
         buf.reserve(READ_CHUNK);
         let read = match deadline {
-            Some(at) => timeout_at(at, src.read_buf(buf)).await,
-            None => Ok(src.read_buf(buf).await),
+            Some(at) => {
+                clock.set(Some(at));
+                tokio::select! {
+                    biased;
+                    read = src.read_buf(buf) => Some(read),
+                    () = clock.passed() => None,
+                }
+            }
+            None => Some(src.read_buf(buf).await),
         };
         match read {
-            Err(_) if started.is_some() => return Err(HeadError::TimedOut),
-            Err(_) | Ok(Err(_)) => return Err(HeadError::Closed),
-            Ok(Ok(0)) => {
+            None if started.is_some() => return Err(HeadError::TimedOut),
+            None | Some(Err(_)) => return Err(HeadError::Closed),
+            Some(Ok(0)) => {
                 return match dec.decode_eof(buf) {
                     Ok(Some(Frame::Head(head))) => Ok(head),
                     Ok(_) => Err(HeadError::Closed),
                     Err(e) => Err(HeadError::Frame(e)),
                 };
             }
-            Ok(Ok(_)) => {
+            Some(Ok(_)) => {
                 started.get_or_insert_with(Instant::now);
             }
         }
@@ -215,5 +267,66 @@ pub async fn exchange(
                 Err(_) => Outcome::ResponseFailed { response_started: resp_wrote.load(Ordering::Relaxed) },
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use aether_core::limits::Limits;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_moved_later_does_not_fire_at_the_earlier_one() {
+        let start = Instant::now();
+        let mut clock = Deadline::default();
+        clock.set(Some(start + 30 * MS));
+        clock.set(Some(start + 150 * MS));
+        clock.passed().await;
+        assert!(Instant::now() >= start + 150 * MS, "fired after {:?}", start.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_moved_earlier_fires_at_the_earlier_one() {
+        let start = Instant::now();
+        let mut clock = Deadline::default();
+        clock.set(Some(start + 60_000 * MS));
+        clock.set(Some(start + 20 * MS));
+        clock.passed().await;
+        assert!(start.elapsed() < 1000 * MS, "fired after {:?}", start.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_set_again_after_firing_waits_anew() {
+        let mut clock = Deadline::default();
+        clock.set(Some(Instant::now() + 10 * MS));
+        clock.passed().await;
+        let again = Instant::now() + 80 * MS;
+        clock.set(Some(again));
+        clock.passed().await;
+        assert!(Instant::now() >= again);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_cut_short_times_out_from_its_first_byte_on_a_reused_clock() {
+        let limits = Limits::default();
+        let deadlines = HeadDeadlines { idle: Some(60_000 * MS), head: Some(100 * MS) };
+        let (mut peer, mut conn) = tokio::io::duplex(1024);
+        let (mut buf, mut dec, mut clock) = (BytesMut::new(), Decoder::request(&limits), Deadline::default());
+        peer.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.expect("write");
+        let head = read_head(&mut conn, &mut buf, &mut dec, deadlines, &mut clock).await;
+        assert!(head.is_ok(), "{head:?}");
+        dec.reset();
+        // The idle deadline (60 s) stays armed; the head's (100 ms from its first byte) must still hold.
+        peer.write_all(b"GET / HT").await.expect("write");
+        let start = Instant::now();
+        let cut = read_head(&mut conn, &mut buf, &mut dec, deadlines, &mut clock).await;
+        assert!(matches!(cut, Err(HeadError::TimedOut)), "{cut:?}");
+        assert!(start.elapsed() < 1000 * MS, "timed out after {:?}", start.elapsed());
     }
 }

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 
-use crate::io::{HeadDeadlines, HeadError, Outcome, exchange, read_head, splice};
+use crate::io::{Deadline, HeadDeadlines, HeadError, Outcome, exchange, read_head, splice};
 
 /// The answer to a visitor whose granted connection closed before it could be used.
 const OFFLINE: Refusal = Refusal::Offline { retry_after: aether_core::hub::OFFLINE_RETRY_AFTER };
@@ -301,8 +301,9 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     let mut dec = Decoder::request(&shared.limits);
     // What the tunnel connection sent for the current exchange; kept across requests to spare allocations.
     let mut tbuf = BytesMut::new();
+    let mut clock = Deadline::default();
     loop {
-        let head = match read_head(&mut stream, &mut buf, &mut dec, deadlines).await {
+        let head = match read_head(&mut stream, &mut buf, &mut dec, deadlines, &mut clock).await {
             Ok(head) => head,
             Err(HeadError::Frame(e)) => return write_and_close(stream, &front::frame_error(e)).await,
             Err(HeadError::TimedOut) => return write_and_close(stream, &front::head_timeout()).await,
