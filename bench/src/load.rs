@@ -36,6 +36,16 @@ pub struct Load {
 }
 
 impl Load {
+    /// Adds another run's requests and time to this one (latencies stay sorted).
+    pub fn absorb(&mut self, other: Load) {
+        self.latencies.extend(other.latencies);
+        self.latencies.sort_unstable();
+        self.errors += other.errors;
+        self.non_2xx += other.non_2xx;
+        self.wrong_bodies += other.wrong_bodies;
+        self.elapsed += other.elapsed;
+    }
+
     /// Good requests per second.
     pub fn rps(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
@@ -253,17 +263,25 @@ impl Bulk {
     }
 }
 
-/// The median of `runs` transfers; the first failure if any fails.
-pub fn median(runs: usize, mut transfer: impl FnMut() -> Bulk) -> Bulk {
-    let mut speeds = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        match transfer() {
+/// The median of several transfers; the first failure if any failed.
+pub fn median(transfers: Vec<Bulk>) -> Bulk {
+    let mut speeds = Vec::with_capacity(transfers.len());
+    for t in transfers {
+        match t {
             Bulk { mb_per_s: Some(v), .. } => speeds.push(v),
             failed => return failed,
         }
     }
-    speeds.sort_by(f64::total_cmp);
-    Bulk { mb_per_s: Some(speeds[speeds.len() / 2]), error: None }
+    match middle(&mut speeds) {
+        Some(v) => Bulk { mb_per_s: Some(v), error: None },
+        None => Bulk { mb_per_s: None, error: Some("no transfer ran".into()) },
+    }
+}
+
+/// The median of `values` (sorting them); `None` if there are none.
+pub fn middle(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// One `GET /big`, every byte compared with the payload.
@@ -328,6 +346,28 @@ pub fn probe(target: &Target) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absorbing_a_run_pools_its_requests_and_time() {
+        let mut a =
+            Load { latencies: vec![1, 5], errors: 1, elapsed: Duration::from_secs(1), ..Load::default() };
+        let b =
+            Load { latencies: vec![3, 9], non_2xx: 2, elapsed: Duration::from_secs(2), ..Load::default() };
+        a.absorb(b);
+        assert_eq!(a.latencies, [1, 3, 5, 9]);
+        assert_eq!((a.errors, a.non_2xx, a.elapsed), (1, 2, Duration::from_secs(3)));
+        assert!((a.rps() - 4.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_median_of_transfers_is_the_middle_one_unless_one_failed() {
+        let ok = |v| Bulk { mb_per_s: Some(v), error: None };
+        assert_eq!(median(vec![ok(900.0), ok(100.0), ok(500.0)]).mb_per_s, Some(500.0));
+        let failed = Bulk { mb_per_s: None, error: Some("cut".into()) };
+        assert_eq!(median(vec![ok(1.0), failed, ok(2.0)]).error.as_deref(), Some("cut"));
+        assert!(median(Vec::new()).mb_per_s.is_none());
+        assert_eq!(middle(&mut []), None);
+    }
 
     #[test]
     fn parses_reply_heads() {

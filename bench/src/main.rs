@@ -2,15 +2,16 @@
 //! rathole, all measured in one run on loopback (issue 5).
 //!
 //! For each system: `GET /hello` latency at c=1 and requests/s at c=32 (keep-alive, every
-//! body checked), one bulk download and upload, CPU of the tunnel's processes per 10k
+//! body checked), bulk downloads and uploads, CPU of the tunnel's processes per 10k
 //! requests, server and client RSS; for aether also the server's RSS and registration time
 //! with N idle tunnels of 10 connections, and the most idle tunnels one server holds (up to
 //! 10,000, or what the open-file limit allows the bench). Writes `bench/results.md` and `bench/results.json`.
+//! All systems run at once and each load figure is taken in rounds that visit them in turn.
 //!
-//! `bash bench/run.sh` (full: 10 s per figure, 100 MiB bulk, 1,000 idle tunnels) or
-//! `bash bench/run.sh --quick` (1 s, 8 MiB, 50 tunnels). `--systems direct,aether-tokio,...`
-//! or `--runtime tokio|smol` measure a subset. Exits non-zero if aether or the origin showed
-//! an error or a wrong body; never on speed.
+//! `bash bench/run.sh` (full: 10 s per figure in 5 rounds, 100 MiB bulk, 1,000 idle tunnels) or
+//! `bash bench/run.sh --quick` (1 s in 1 round, 8 MiB, 50 tunnels). `--systems direct,aether-tokio,...`
+//! or `--runtime tokio|smol` measure a subset, `--rounds N` splits each figure's time into N rounds.
+//! Exits non-zero if aether or the origin showed an error or a wrong body; never on speed.
 
 mod idle;
 mod load;
@@ -29,7 +30,10 @@ use systems::{Bins, System};
 /// Run parameters (see the module comment for the two modes).
 struct Config {
     quick: bool,
+    /// Load time per figure and system, split over `rounds`.
     time: Duration,
+    /// Interleaved rounds each load figure is taken in.
+    rounds: usize,
     big: usize,
     tunnels: usize,
     /// Most idle tunnels tried in the scale figure.
@@ -46,6 +50,11 @@ fn main() {
     let config = Config {
         quick,
         time: Duration::from_secs(if quick { 1 } else { 10 }),
+        rounds: arg_value(&args, "--rounds").and_then(|r| r.parse().ok()).unwrap_or(if quick {
+            1
+        } else {
+            5
+        }),
         big: if quick { 8 << 20 } else { 100 << 20 },
         tunnels: if quick { 50 } else { 1000 },
         scale_cap: if quick { 100 } else { 10_000 },
@@ -77,20 +86,30 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Every system up at once (idle ones cost nothing), measured in interleaved rounds.
+    let mut live = Vec::new();
     let mut outcomes = Vec::new();
     for system in chosen {
-        eprintln!("aether-bench: measuring {}", system.name());
+        eprintln!("aether-bench: starting {}", system.name());
         let mut outcome = Outcome::new(system);
         match systems::start(system, &bins, origin) {
-            Ok(running) => measure(&running, &config, &big, &mut outcome),
-            Err(why) => outcome.unavailable = Some(why),
-        }
-        if let System::Aether(rt) = system {
-            if outcome.unavailable.is_none() {
-                idle_figures(&bins, rt, config.tunnels, config.scale_cap, &mut outcome);
+            Ok(running) => live.push((outcome, running)),
+            Err(why) => {
+                outcome.unavailable = Some(why);
+                outcomes.push(outcome);
             }
         }
-        outcomes.push(outcome);
+    }
+    eprintln!("aether-bench: measuring {} systems in {} interleaved rounds", live.len(), config.rounds);
+    measure(&mut live, &config, &big);
+    // Stopped before the idle figures, which start fresh servers of their own.
+    outcomes.extend(live.into_iter().map(|(outcome, _)| outcome));
+    outcomes.sort_by_key(|o| System::ALL.iter().position(|s| *s == o.system));
+    for outcome in &mut outcomes {
+        if let (System::Aether(rt), None) = (outcome.system, &outcome.unavailable) {
+            eprintln!("aether-bench: idle tunnels on aether-{rt}");
+            idle_figures(&bins, rt, config.tunnels, config.scale_cap, outcome);
+        }
     }
 
     let header = format!(
@@ -136,69 +155,111 @@ fn main() {
     }
 }
 
-/// Load, bulk, CPU and RSS figures of a running system.
-fn measure(running: &systems::Running, config: &Config, big: &origin::Payload, outcome: &mut Outcome) {
-    let f = &mut outcome.figures;
-    if let Some(server) = &running.server {
-        f.insert("server_idle_rss_kib", systems::rss_kib(server.pid()) as f64);
-    }
-    let c1 = load::hello(&running.target, 1, config.time);
-    f.insert("p50_ms_c1", c1.percentile_ms(0.50));
-    f.insert("p99_ms_c1", c1.percentile_ms(0.99));
-    f.insert("requests_c1", c1.latencies.len() as f64);
-
-    let pids = running.pids();
-    let cpu = |pids: &[u32]| pids.iter().map(|&p| systems::cpu_secs(p)).sum::<Option<systems::Cpu>>();
-    let cpu_before = cpu(&pids);
-    let c32 = load::hello(&running.target, 32, config.time);
-    let cpu_after = cpu(&pids);
-    f.insert("rps_c32", c32.rps());
-    f.insert("p99_ms_c32", c32.percentile_ms(0.99));
-    f.insert("requests_c32", c32.latencies.len() as f64);
-    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-        if !pids.is_empty() && !c32.latencies.is_empty() {
-            let per_10k = 10_000.0 / c32.latencies.len() as f64;
-            f.insert("cpu_s_per_10k", (b.user + b.kernel - a.user - a.kernel) * per_10k);
-            f.insert("cpu_user_s_per_10k", (b.user - a.user) * per_10k);
+/// Load, bulk, CPU and RSS figures of the running systems.
+///
+/// Every figure is taken in rounds that visit the systems in turn (a c=1 window of each, then the
+/// next round), and pooled or the median taken: on a shared machine a burst of a neighbour's load
+/// then lands on every system alike instead of on whichever one was being measured.
+fn measure(live: &mut [(Outcome, systems::Running)], config: &Config, big: &origin::Payload) {
+    for (outcome, running) in live.iter_mut() {
+        if let Some(server) = &running.server {
+            outcome.figures.insert("server_idle_rss_kib", systems::rss_kib(server.pid()) as f64);
         }
     }
-
-    let (errors, non_2xx, wrong) =
-        (c1.errors + c32.errors, c1.non_2xx + c32.non_2xx, c1.wrong_bodies + c32.wrong_bodies);
-    f.insert("errors", errors as f64);
-    f.insert("non_2xx", non_2xx as f64);
-    f.insert("wrong_bodies", wrong as f64);
-    if errors + non_2xx + wrong > 0 {
-        outcome.notes.push(format!("{errors} errors, {non_2xx} non-2xx, {wrong} wrong bodies under load"));
+    let rounds = config.rounds.max(1) as u32;
+    let window = config.time / rounds;
+    let n = live.len();
+    let mut c1: Vec<load::Load> = (0..n).map(|_| load::Load::default()).collect();
+    for _ in 0..rounds {
+        for (i, (_, running)) in live.iter().enumerate() {
+            c1[i].absorb(load::hello(&running.target, 1, window));
+        }
     }
-
-    let mut bulk_failures = 0;
+    let cpu = |pids: &[u32]| pids.iter().map(|&p| systems::cpu_secs(p)).sum::<Option<systems::Cpu>>();
+    let mut c32: Vec<load::Load> = (0..n).map(|_| load::Load::default()).collect();
+    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut used: Vec<Option<systems::Cpu>> = vec![Some(systems::Cpu::default()); n];
+    for _ in 0..rounds {
+        for (i, (_, running)) in live.iter().enumerate() {
+            let pids = running.pids();
+            let before = cpu(&pids);
+            let round = load::hello(&running.target, 32, window);
+            let after = cpu(&pids);
+            used[i] = match (used[i], before, after) {
+                (Some(u), Some(a), Some(b)) if !pids.is_empty() => Some(systems::Cpu {
+                    user: u.user + b.user - a.user,
+                    kernel: u.kernel + b.kernel - a.kernel,
+                }),
+                _ => None,
+            };
+            rps[i].push(round.rps());
+            c32[i].absorb(round);
+        }
+    }
     // One 100 MiB transfer takes well under a second, so a single one is at the mercy of the
     // scheduler: the figure is the median of several.
     let runs = if config.quick { 1 } else { 5 };
-    for (key, what, bulk) in [
-        ("download_mb_s", "download", load::median(runs, || load::download(&running.target, big))),
-        ("upload_mb_s", "upload", load::median(runs, || load::upload(&running.target, big))),
-    ] {
-        match (bulk.mb_per_s, bulk.error) {
-            (Some(v), _) => {
-                outcome.figures.insert(key, v);
-            }
-            (None, e) => {
-                bulk_failures += 1;
-                outcome.notes.push(format!("{what} failed: {}", e.unwrap_or_default()));
-            }
+    let mut downloads: Vec<Vec<load::Bulk>> = (0..n).map(|_| Vec::new()).collect();
+    let mut uploads: Vec<Vec<load::Bulk>> = (0..n).map(|_| Vec::new()).collect();
+    for _ in 0..runs {
+        for (i, (_, running)) in live.iter().enumerate() {
+            downloads[i].push(load::download(&running.target, big));
+            uploads[i].push(load::upload(&running.target, big));
         }
     }
-    let f = &mut outcome.figures;
-    f.insert("bulk_failures", bulk_failures as f64);
-    f.insert("failures", (errors + non_2xx + wrong + bulk_failures) as f64);
-    if let Some(client) = &running.client {
-        f.insert("client_rss_kib", systems::rss_kib(client.pid()) as f64);
-        f.insert("client_peak_rss_kib", systems::hwm_kib(client.pid()) as f64);
-    }
-    if let Some(server) = &running.server {
-        f.insert("server_peak_rss_kib", systems::hwm_kib(server.pid()) as f64);
+
+    for (i, (outcome, running)) in live.iter_mut().enumerate() {
+        let (c1, c32) = (&c1[i], &c32[i]);
+        let f = &mut outcome.figures;
+        f.insert("p50_ms_c1", c1.percentile_ms(0.50));
+        f.insert("p99_ms_c1", c1.percentile_ms(0.99));
+        f.insert("requests_c1", c1.latencies.len() as f64);
+        f.insert("rps_c32", load::middle(&mut rps[i]).unwrap_or(f64::NAN));
+        f.insert("p99_ms_c32", c32.percentile_ms(0.99));
+        f.insert("requests_c32", c32.latencies.len() as f64);
+        if let Some(used) = used[i]
+            && !c32.latencies.is_empty()
+        {
+            let per_10k = 10_000.0 / c32.latencies.len() as f64;
+            f.insert("cpu_s_per_10k", (used.user + used.kernel) * per_10k);
+            f.insert("cpu_user_s_per_10k", used.user * per_10k);
+        }
+        let (errors, non_2xx, wrong) =
+            (c1.errors + c32.errors, c1.non_2xx + c32.non_2xx, c1.wrong_bodies + c32.wrong_bodies);
+        f.insert("errors", errors as f64);
+        f.insert("non_2xx", non_2xx as f64);
+        f.insert("wrong_bodies", wrong as f64);
+        if errors + non_2xx + wrong > 0 {
+            outcome
+                .notes
+                .push(format!("{errors} errors, {non_2xx} non-2xx, {wrong} wrong bodies under load"));
+        }
+        let mut bulk_failures = 0;
+        let transfers = [
+            ("download_mb_s", "download", std::mem::take(&mut downloads[i])),
+            ("upload_mb_s", "upload", std::mem::take(&mut uploads[i])),
+        ];
+        for (key, what, runs) in transfers {
+            match load::median(runs) {
+                load::Bulk { mb_per_s: Some(v), .. } => {
+                    outcome.figures.insert(key, v);
+                }
+                load::Bulk { error, .. } => {
+                    bulk_failures += 1;
+                    outcome.notes.push(format!("{what} failed: {}", error.unwrap_or_default()));
+                }
+            }
+        }
+        let f = &mut outcome.figures;
+        f.insert("bulk_failures", bulk_failures as f64);
+        f.insert("failures", (errors + non_2xx + wrong + bulk_failures) as f64);
+        if let Some(client) = &running.client {
+            f.insert("client_rss_kib", systems::rss_kib(client.pid()) as f64);
+            f.insert("client_peak_rss_kib", systems::hwm_kib(client.pid()) as f64);
+        }
+        if let Some(server) = &running.server {
+            f.insert("server_peak_rss_kib", systems::hwm_kib(server.pid()) as f64);
+        }
     }
 }
 
