@@ -150,7 +150,14 @@ pub fn route(
         None => (rest, None),
     };
     let path = if path.is_empty() { &b"/"[..] } else { path };
-    let segments: Vec<&[u8]> = path.split(|&b| b == b'/').skip(1).collect();
+    // No allocation per request: the longest route has four segments, a fifth only says "longer".
+    let mut parts: [&[u8]; 5] = [&[]; 5];
+    let mut count = 0;
+    for (slot, segment) in parts.iter_mut().zip(path.split(|&b| b == b'/').skip(1)) {
+        *slot = segment;
+        count += 1;
+    }
+    let segments = &parts[..count];
     let api = |route: Route| {
         if matches!(method, Method::Get | Method::Head) {
             Ok(route)
@@ -158,7 +165,7 @@ pub fn route(
             Err(RouteError::MethodNotAllowed)
         }
     };
-    match segments.as_slice() {
+    match segments {
         [b""] => match query.and_then(new_param) {
             Some(None) => api(Route::Register { name: None }),
             Some(Some(name)) => {

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use aether_core::http::{Decoder, Frame, FrameError, Head};
-use aether_core::relay::{self, Ending, Pump, ReadSize, Step};
-use bytes::{Bytes, BytesMut};
+use aether_core::relay::{self, BATCH, Batch, Ending, Pump, ReadSize, Step};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep, sleep_until};
 
@@ -155,10 +155,15 @@ where
     let mut size = ReadSize::default();
     // Pieces decoded from what was read, written together before the next read: one syscall for a
     // head and its body.
-    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending = Batch::default();
     loop {
         match pump.step(buf, eof).map_err(PumpError::Frame)? {
-            Step::Write(bytes) => pending.push(bytes),
+            Step::Write(bytes) => {
+                pending.push(bytes);
+                if pending.is_full() {
+                    write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
+                }
+            }
             Step::Read => {
                 // Written before waiting, so a streamed event reaches the reader now.
                 write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
@@ -180,13 +185,14 @@ where
 /// Writes every pending piece with vectored writes, then flushes.
 async fn write_out<W: AsyncWrite + Unpin>(
     dst: &mut W,
-    pending: &mut Vec<Bytes>,
+    pending: &mut Batch,
     wrote: &AtomicBool,
 ) -> io::Result<()> {
     if !pending.is_empty() {
         wrote.store(true, Ordering::Relaxed);
-        let mut slices: Vec<IoSlice<'_>> = pending.iter().map(|b| IoSlice::new(b)).collect();
-        let mut rest = &mut slices[..];
+        let mut slices = [IoSlice::new(&[]); BATCH];
+        let n = pending.slices(&mut slices);
+        let mut rest = &mut slices[..n];
         while !rest.is_empty() {
             let n = dst.write_vectored(rest).await?;
             if n == 0 {
