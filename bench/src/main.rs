@@ -155,6 +155,31 @@ fn main() {
     }
 }
 
+/// What one system's rounds gathered.
+struct Tally {
+    c1: load::Load,
+    c32: load::Load,
+    /// Requests/s of each c=32 round.
+    rps: Vec<f64>,
+    /// CPU of the tunnel's processes over the c=32 rounds; `None` if not known.
+    cpu: Option<systems::Cpu>,
+    downloads: Vec<load::Bulk>,
+    uploads: Vec<load::Bulk>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            c1: load::Load::default(),
+            c32: load::Load::default(),
+            rps: Vec::new(),
+            cpu: Some(systems::Cpu::default()),
+            downloads: Vec::new(),
+            uploads: Vec::new(),
+        }
+    }
+}
+
 /// Load, bulk, CPU and RSS figures of the running systems.
 ///
 /// Every figure is taken in rounds that visit the systems in turn (a c=1 window of each, then the
@@ -168,56 +193,50 @@ fn measure(live: &mut [(Outcome, systems::Running)], config: &Config, big: &orig
     }
     let rounds = config.rounds.max(1) as u32;
     let window = config.time / rounds;
-    let n = live.len();
-    let mut c1: Vec<load::Load> = (0..n).map(|_| load::Load::default()).collect();
+    let mut tallies: Vec<Tally> = live.iter().map(|_| Tally::default()).collect();
     for _ in 0..rounds {
-        for (i, (_, running)) in live.iter().enumerate() {
-            c1[i].absorb(load::hello(&running.target, 1, window));
+        for ((_, running), tally) in live.iter().zip(&mut tallies) {
+            tally.c1.absorb(load::hello(&running.target, 1, window));
         }
     }
     let cpu = |pids: &[u32]| pids.iter().map(|&p| systems::cpu_secs(p)).sum::<Option<systems::Cpu>>();
-    let mut c32: Vec<load::Load> = (0..n).map(|_| load::Load::default()).collect();
-    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut used: Vec<Option<systems::Cpu>> = vec![Some(systems::Cpu::default()); n];
     for _ in 0..rounds {
-        for (i, (_, running)) in live.iter().enumerate() {
+        for ((_, running), tally) in live.iter().zip(&mut tallies) {
             let pids = running.pids();
             let before = cpu(&pids);
             let round = load::hello(&running.target, 32, window);
             let after = cpu(&pids);
-            used[i] = match (used[i], before, after) {
+            tally.cpu = match (tally.cpu, before, after) {
                 (Some(u), Some(a), Some(b)) if !pids.is_empty() => Some(systems::Cpu {
                     user: u.user + b.user - a.user,
                     kernel: u.kernel + b.kernel - a.kernel,
                 }),
                 _ => None,
             };
-            rps[i].push(round.rps());
-            c32[i].absorb(round);
+            tally.rps.push(round.rps());
+            tally.c32.absorb(round);
         }
     }
     // One 100 MiB transfer takes well under a second, so a single one is at the mercy of the
     // scheduler: the figure is the median of several.
     let runs = if config.quick { 1 } else { 5 };
-    let mut downloads: Vec<Vec<load::Bulk>> = (0..n).map(|_| Vec::new()).collect();
-    let mut uploads: Vec<Vec<load::Bulk>> = (0..n).map(|_| Vec::new()).collect();
     for _ in 0..runs {
-        for (i, (_, running)) in live.iter().enumerate() {
-            downloads[i].push(load::download(&running.target, big));
-            uploads[i].push(load::upload(&running.target, big));
+        for ((_, running), tally) in live.iter().zip(&mut tallies) {
+            tally.downloads.push(load::download(&running.target, big));
+            tally.uploads.push(load::upload(&running.target, big));
         }
     }
 
-    for (i, (outcome, running)) in live.iter_mut().enumerate() {
-        let (c1, c32) = (&c1[i], &c32[i]);
+    for ((outcome, running), mut tally) in live.iter_mut().zip(tallies) {
+        let (c1, c32) = (&tally.c1, &tally.c32);
         let f = &mut outcome.figures;
         f.insert("p50_ms_c1", c1.percentile_ms(0.50));
         f.insert("p99_ms_c1", c1.percentile_ms(0.99));
         f.insert("requests_c1", c1.latencies.len() as f64);
-        f.insert("rps_c32", load::middle(&mut rps[i]).unwrap_or(f64::NAN));
+        f.insert("rps_c32", load::middle(&mut tally.rps).unwrap_or(f64::NAN));
         f.insert("p99_ms_c32", c32.percentile_ms(0.99));
         f.insert("requests_c32", c32.latencies.len() as f64);
-        if let Some(used) = used[i]
+        if let Some(used) = tally.cpu
             && !c32.latencies.is_empty()
         {
             let per_10k = 10_000.0 / c32.latencies.len() as f64;
@@ -235,10 +254,8 @@ fn measure(live: &mut [(Outcome, systems::Running)], config: &Config, big: &orig
                 .push(format!("{errors} errors, {non_2xx} non-2xx, {wrong} wrong bodies under load"));
         }
         let mut bulk_failures = 0;
-        let transfers = [
-            ("download_mb_s", "download", std::mem::take(&mut downloads[i])),
-            ("upload_mb_s", "upload", std::mem::take(&mut uploads[i])),
-        ];
+        let transfers =
+            [("download_mb_s", "download", tally.downloads), ("upload_mb_s", "upload", tally.uploads)];
         for (key, what, runs) in transfers {
             match load::median(runs) {
                 load::Bulk { mb_per_s: Some(v), .. } => {
