@@ -291,9 +291,13 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
             Some(Mail::Close) => return closed(&shared),
             None => continue,
         };
-        let (back_tx, back_rx) = bounded(1);
         let waiting = shared.lock().routes.waiters.remove(&waiter);
-        let Some(tx) = waiting else { return closed(&shared) };
+        // No waiter: the visitor's cancel crossed the grant. Either way an unused connection goes back.
+        let Some(tx) = waiting else {
+            shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
+            continue;
+        };
+        let (back_tx, back_rx) = bounded(1);
         match tx.try_send(Ok(Lease { stream, back: back_tx })) {
             Ok(()) => match back_rx.recv().await {
                 Ok(s) => {
@@ -406,11 +410,14 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     }
 }
 
-/// Writes the server's own reply, then closes the connection.
-/// Completes when the visitor closes its connection (bytes of a pipelined request do not count).
+/// Completes when the visitor's connection is gone for reading (reset, or failed).
+///
+/// Neither the bytes of a pipelined request nor an end of stream count: a visitor that half-closes
+/// after a complete request (`nc -N`, HTTP/1.0 tools) still reads the response, and on the wire its
+/// FIN looks the same as a full close.
 async fn left(stream: &TcpStream) {
     let mut probe = [0u8; 1];
-    if let Ok(1..) = stream.peek(&mut probe).await {
+    if stream.peek(&mut probe).await.is_ok() {
         future::pending::<()>().await;
     }
 }
@@ -426,6 +433,7 @@ fn cancel(shared: &Shared, waiter: WaiterId, rx: &Receiver<Result<Lease, Refusal
     shared.hub(|hub, now| hub.handle(now, Input::Cancel { waiter }));
 }
 
+/// Writes the server's own reply, then closes the connection.
 async fn write_and_close(mut stream: TcpStream, bytes: &[u8]) {
     let _ = stream.write_all(bytes).await;
     let _ = stream.flush().await;

@@ -251,11 +251,15 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
                     Some(Mail::Close) => return closed(&shared, conn),
                     None => continue,
                 };
-                let (back_tx, back_rx) = oneshot::channel();
                 let waiting = shared.lock().routes.waiters.remove(&waiter);
-                let lease = Lease { stream, back: back_tx };
-                match waiting.map(|tx| tx.send(Ok(lease))) {
-                    Some(Ok(())) => match back_rx.await {
+                // No waiter: the visitor's cancel crossed the grant. Either way an unused connection goes back.
+                let Some(tx) = waiting else {
+                    shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
+                    continue;
+                };
+                let (back_tx, back_rx) = oneshot::channel();
+                match tx.send(Ok(Lease { stream, back: back_tx })) {
+                    Ok(()) => match back_rx.await {
                         Ok(s) => {
                             stream = s;
                             shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
@@ -263,11 +267,11 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
                         Err(_) => return closed(&shared, conn),
                     },
                     // The visitor left between grant and delivery: the connection is unused, check it in.
-                    Some(Err(Ok(lease))) => {
+                    Err(Ok(lease)) => {
                         stream = lease.stream;
                         shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
                     }
-                    _ => return closed(&shared, conn),
+                    Err(Err(_)) => return closed(&shared, conn),
                 }
             }
             // Idle: any byte or a close ends the connection.
@@ -385,10 +389,14 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     }
 }
 
-/// Completes when the visitor closes its connection (bytes of a pipelined request do not count).
+/// Completes when the visitor's connection is gone for reading (reset, or failed).
+///
+/// Neither the bytes of a pipelined request nor an end of stream count: a visitor that half-closes
+/// after a complete request (`nc -N`, HTTP/1.0 tools) still reads the response, and on the wire its
+/// FIN looks the same as a full close.
 async fn left(stream: &TcpStream) {
     let mut probe = [0u8; 1];
-    if let Ok(1..) = stream.peek(&mut probe).await {
+    if stream.peek(&mut probe).await.is_ok() {
         std::future::pending::<()>().await;
     }
 }

@@ -218,6 +218,23 @@ impl Conn {
         let _ = self.stream.shutdown(Shutdown::Write);
     }
 
+    /// Closes abortively (`SO_LINGER` 0): the peer gets a reset, the one leave it can tell from a half-close.
+    pub fn abort(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: the fd is open for as long as `self.stream` lives, and `linger` outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt(SO_LINGER): {}", io::Error::last_os_error());
+    }
+
     /// Sends `req` with `Host: host` and reads its response; panics on failure.
     pub fn exchange(&mut self, host: &str, req: &Req) -> Response {
         self.send(&req.encode(host));
