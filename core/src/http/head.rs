@@ -251,6 +251,8 @@ impl Head {
                 // A response framed by Transfer-Encoding despite a Content-Length is read by TE;
                 // the connection cannot be trusted afterwards.
                 head.close |= framing.te && framing.length.is_some();
+                // RFC 9112 §6.1: after an HTTP/1.0 message with Transfer-Encoding, MUST close.
+                head.close |= framing.te && head.version == Version::Http10;
             }
         }
         Ok(head)
@@ -330,11 +332,12 @@ impl Framing {
             if self.length.is_some() {
                 return Err(FrameError::LengthWithTransferEncoding);
             }
-            if self.unknown_coding {
-                return Err(FrameError::UnknownTransferCoding);
-            }
+            // RFC 9112 §6.3: unframeable (chunked not last, or twice) is a 400 MUST; 501 only after.
             if self.chunked_count != 1 || !self.last_chunked {
                 return Err(FrameError::ChunkedNotLast);
+            }
+            if self.unknown_coding {
+                return Err(FrameError::UnknownTransferCoding);
             }
             return Ok(BodyKind::Chunked);
         }
