@@ -100,7 +100,7 @@ fn request(m: &Framing<'_>, hosts: usize) -> Verdict {
         if m.version == Version::Http10 {
             return Verdict::Refuse(400);
         }
-        let codings = elements(&m.transfer_encoding);
+        let codings = codings(&m.transfer_encoding);
         let chunked = codings.iter().filter(|c| is_chunked(c)).count();
         // RFC 9112 §6.3 ¶4 (MUST) and SPEC §5: chunked must be last and, by §6.1, only once.
         if chunked != 1 || !codings.last().is_some_and(|c| is_chunked(c)) {
@@ -157,7 +157,7 @@ fn response(m: &Framing<'_>, status: u16, asked: RequestInfo) -> Verdict {
         // RFC 9112 §6.3 ¶3: Transfer-Encoding overrides Content-Length. Responses come from
         // the developer's own origin and are read leniently while the framing stays
         // self-consistent (`http` module docs), so this is not refused as a request is.
-        let codings = elements(&m.transfer_encoding);
+        let codings = codings(&m.transfer_encoding);
         // RFC 9112 §6.3 ¶4: chunked last delimits the body; otherwise the close does. Chunked
         // twice breaks §6.1's "MUST NOT apply chunked more than once", so it is not trusted
         // to delimit either: the close is the one framing that cannot misread it.
@@ -212,6 +212,13 @@ fn persistent(m: &Framing<'_>) -> bool {
     // HTTP/1.0 persists only with `keep-alive`. RFC 9112 §9.3 lets a proxy ignore it in a
     // request; aether's server is the visitor's origin (a gateway, RFC 9110 §3.7) and honours it.
     m.version == Version::Http11 || has("keep-alive")
+}
+
+/// The coding names of a `Transfer-Encoding` list: RFC 9112 §7's `token *( OWS ";" OWS
+/// transfer-parameter )`, where the token before any `;` names the coding and parameters
+/// never change framing.
+fn codings<'a>(values: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    elements(values).into_iter().map(|c| trim(c.split(|&b| b == b';').next().unwrap_or_default())).collect()
 }
 
 /// The non-empty elements of a comma list spread over field lines (RFC 9110 §5.6.1, §5.3).

@@ -48,7 +48,7 @@ fn cl_value() -> impl Strategy<Value = Vec<u8>> {
 fn te_value() -> impl Strategy<Value = Vec<u8>> {
     let coding = prop_oneof![8 => Just("chunked"), 2 => Just("Chunked"), 1 => Just("CHUNKED"), 2 => Just("gzip"),
         1 => Just("GZip"), 1 => Just("identity"), 1 => Just("deflate"), 1 => Just("x-gzip"), 1 => Just("foo"),
-        1 => Just("xchunked"), 1 => Just("chunked\u{e9}")];
+        1 => Just("xchunked"), 1 => Just("chunked\u{e9}"), 1 => Just("gzip;x=1"), 1 => Just("chunked ; x")];
     list(coding)
 }
 
