@@ -256,3 +256,19 @@ fn http10_response_with_te_closes() {
     assert_eq!(out.error, None);
     assert_eq!(out.events.last(), Some(&Event::End(false)));
 }
+
+/// Regression: a response with both framings reaches the visitor framed by Transfer-Encoding alone (RFC 9112 §6.3 ¶3).
+#[test]
+fn cl_te_response_forwarded_without_content_length() {
+    let raw = bytes::Bytes::from_static(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    let head = Head::parse(raw, Role::Response, &Limits::default()).expect("parses");
+    let mut out = bytes::BytesMut::new();
+    rewrite::rewrite_response(&head, false, &mut out);
+    let forwarded =
+        Head::parse(out.freeze(), Role::Response, &Limits::default()).expect("forwarded head parses");
+    assert_eq!(forwarded.field("content-length"), None);
+    assert_eq!(forwarded.field("transfer-encoding"), Some(&b"chunked"[..]));
+    assert_eq!(forwarded.body(), BodyKind::Chunked);
+}
