@@ -332,12 +332,11 @@ impl Framing {
             if self.length.is_some() {
                 return Err(FrameError::LengthWithTransferEncoding);
             }
-            // RFC 9112 §6.3: unframeable (chunked not last, or twice) is a 400 MUST; 501 only after.
-            if self.chunked_count != 1 || !self.last_chunked {
-                return Err(FrameError::ChunkedNotLast);
-            }
             if self.unknown_coding {
                 return Err(FrameError::UnknownTransferCoding);
+            }
+            if self.chunked_count != 1 || !self.last_chunked {
+                return Err(FrameError::ChunkedNotLast);
             }
             return Ok(BodyKind::Chunked);
         }
