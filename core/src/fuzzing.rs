@@ -8,7 +8,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::Limits;
 use crate::handshake::{HelloDecoder, VerdictDecoder};
-use crate::http::{Decoder, Frame, FrameError, Method, RequestInfo, Role};
+use crate::http::oracle::{self, Verdict};
+use crate::http::{BodyKind, Decoder, Frame, FrameError, Head, Method, RequestInfo, Role};
 
 /// A decoded frame with body bytes owned, so runs with different splits can be compared.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +81,7 @@ pub fn run_decoder(role: Role, req: RequestInfo, limits: &Limits, input: &[u8], 
                     return out;
                 }
             }
-            assert!(buf.len() <= input.len());
+            assert_eq!(out.consumed + buf.len(), fed, "bytes fed are either framed or still buffered");
         }
     }
     out
@@ -116,12 +117,27 @@ pub fn small_limits() -> Limits {
     Limits { max_request_line: 64, max_head: 256, max_headers: 8, max_chunk_line: 32, ..Limits::default() }
 }
 
-/// Fuzz target `framing`: both decoders on arbitrary bytes, whole and split, must agree.
+/// One `framing` input, decoded: what byte 0 picked, the message bytes, and the decoder's outcome.
+#[derive(Debug)]
+pub struct FramingRun<'a> {
+    /// The role decoded.
+    pub role: Role,
+    /// The request a response answers.
+    pub req: RequestInfo,
+    /// The limits in force.
+    pub limits: Limits,
+    /// The message bytes (after byte 0 and the cut bytes).
+    pub input: &'a [u8],
+    /// The outcome of decoding `input` whole.
+    pub outcome: Outcome,
+}
+
+/// Fuzz target `framing`: both decoders on arbitrary bytes, whole and split, must agree with each other and with the oracle.
 ///
 /// Byte 0 picks the role, the request the response answers, and the limits;
 /// bytes 1..4 pick up to three cut points; the rest is the input.
-pub fn framing(data: &[u8]) {
-    let Some((&flags, rest)) = data.split_first() else { return };
+pub fn framing(data: &[u8]) -> Option<FramingRun<'_>> {
+    let (&flags, rest) = data.split_first()?;
     let (cut_bytes, input) = rest.split_at(rest.len().min(3));
     let role = if flags & 1 == 0 { Role::Request } else { Role::Response };
     let method = [Method::Get, Method::Head, Method::Connect, Method::Other][usize::from(flags >> 1 & 3)];
@@ -134,6 +150,65 @@ pub fn framing(data: &[u8]) {
     let tiny = run_decoder(role, req, &limits, input, &bytewise);
     assert_eq!(whole, split, "splits changed the result");
     assert_eq!(whole, tiny, "byte-at-a-time changed the result");
+    agrees_with_oracle(role, req, &limits, input, &whole);
+    Some(FramingRun { role, req, limits, input, outcome: whole })
+}
+
+/// Every head the decoder framed, and the head it refused, classified by the oracle where it can read them.
+fn agrees_with_oracle(role: Role, req: RequestInfo, limits: &Limits, input: &[u8], out: &Outcome) {
+    let mut events = out.events.iter().peekable();
+    while let Some(event) = events.next() {
+        let (Event::Head(raw) | Event::Interim(raw)) = event else { continue };
+        let Some(verdict) = oracle::classify_head(raw, role, req) else { continue };
+        match (event, verdict) {
+            (Event::Interim(_), Verdict::Interim) => {}
+            (Event::Head(_), Verdict::Switched) => {
+                assert_eq!(events.peek(), Some(&&Event::Switched), "oracle: switched")
+            }
+            (Event::Head(_), Verdict::Message { body, keep_alive }) => {
+                let head = Head::parse(raw.clone(), role, limits).expect("a framed head parses");
+                let kind = if role == Role::Request { head.body() } else { head.response_body(&req) };
+                let kind = match kind {
+                    BodyKind::Empty | BodyKind::Length(0) => oracle::Body::None,
+                    BodyKind::Length(n) => oracle::Body::Length(n),
+                    BodyKind::Chunked => oracle::Body::Chunked,
+                    BodyKind::UntilClose => oracle::Body::UntilClose,
+                };
+                assert_eq!(kind, body, "oracle: body kind of {raw:?}");
+                // The message's own End, if it came before the input (or an error) stopped it.
+                let end =
+                    events.clone().find(|e| matches!(e, Event::End(_) | Event::Head(_) | Event::Interim(_)));
+                if let Some(Event::End(k)) = end {
+                    assert_eq!(*k, keep_alive, "oracle: keep-alive of {raw:?}");
+                }
+            }
+            (_, v) => panic!("oracle says {v:?} for the head {raw:?} the decoder framed as {event:?}"),
+        }
+    }
+    // An error with no message open came from reading a head: the one at `consumed`.
+    let (Some(error), None | Some(Event::End(_) | Event::Interim(_))) = (out.error, out.events.last()) else {
+        return;
+    };
+    let rest = &input[out.consumed..];
+    let skip = if role == Role::Request {
+        rest.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+    } else {
+        0
+    };
+    let Some(end) = rest[skip..].windows(4).position(|w| w == b"\r\n\r\n") else { return };
+    let head = &rest[..skip + end + 4];
+    let lines = head[skip..].windows(2).filter(|w| w == b"\r\n").count();
+    let start_line = head[skip..].windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+    if head.len() > limits.max_head || lines > limits.max_headers || start_line > limits.max_request_line {
+        return;
+    }
+    if let Some(verdict) = oracle::classify_head(head, role, req) {
+        assert_eq!(
+            verdict,
+            Verdict::Refuse(error.status(role)),
+            "oracle disagrees with {error:?} on {head:?}"
+        );
+    }
 }
 
 /// Fuzz target `handshake`: the hello and verdict decoders on arbitrary bytes, whole and split.
@@ -155,7 +230,8 @@ pub fn handshake(data: &[u8]) {
                     result = dec.decode(&mut buf);
                 }
             }
-            assert!(buf.len() <= input.len());
+            // What is left is the input's tail: the decoder takes a prefix, never rewrites bytes.
+            assert!(input.ends_with(&buf), "the bytes left are not the input's tail");
             (result, buf)
         };
         let whole = run(&[input]);
@@ -207,12 +283,61 @@ mod tests {
         out
     }
 
+    use super::Event;
+
+    /// Each committed framing seed, with the outcome its name promises:
+    /// `ok-*` decodes whole, every message ended (or switched); `smuggle-<status>-*` is refused
+    /// with that status before any head comes out; `bad-chunk-<status>-*` is refused inside a
+    /// body, its message never ended; `refuse-<status>-*` is refused with that status.
     #[test]
     fn framing_seeds_replay() {
+        let mut kinds = [0; 4];
         for (name, data) in seeds("framing") {
-            println!("{name}");
-            super::framing(&data);
+            let run = super::framing(&data).unwrap_or_else(|| panic!("{name}: empty seed"));
+            let out = &run.outcome;
+            let (kind, rest) =
+                name.split_once('-').unwrap_or_else(|| panic!("{name}: no outcome in the name"));
+            let status =
+                || -> u16 { rest[..3].parse().unwrap_or_else(|_| panic!("{name}: no status in the name")) };
+            let refused = out.error.map(|e| e.status(run.role));
+            let heads = out.events.iter().filter(|e| matches!(e, Event::Head(_))).count();
+            match kind {
+                "ok" => {
+                    kinds[0] += 1;
+                    assert_eq!(out.error, None, "{name}");
+                    match out.events.last() {
+                        // Past a switch the bytes are opaque: they stay for the caller.
+                        Some(Event::Switched) => {
+                            assert!(heads > 0 && out.consumed < run.input.len(), "{name}")
+                        }
+                        Some(Event::End(_)) => {
+                            assert_eq!(out.consumed, run.input.len(), "{name}: not all framed")
+                        }
+                        _ => panic!("{name}: the last message did not end: {out:?}"),
+                    }
+                }
+                "smuggle" => {
+                    kinds[1] += 1;
+                    assert_eq!(refused, Some(status()), "{name}: {out:?}");
+                    assert_eq!(heads, 0, "{name}: a head came out");
+                }
+                "bad" => {
+                    kinds[2] += 1;
+                    let status: u16 = name
+                        .rsplit_once("chunk-")
+                        .and_then(|(_, r)| r.get(..3)?.parse().ok())
+                        .expect("bad-chunk-<status>");
+                    assert_eq!(refused, Some(status), "{name}: {out:?}");
+                    assert!(!matches!(out.events.last(), Some(Event::End(_))), "{name}: the message ended");
+                }
+                "refuse" => {
+                    kinds[3] += 1;
+                    assert_eq!(refused, Some(status()), "{name}: {out:?}");
+                }
+                _ => panic!("{name}: unknown outcome prefix"),
+            }
         }
+        assert!(kinds.iter().all(|&k| k > 0), "every outcome kind has seeds: {kinds:?}");
     }
 
     #[test]

@@ -251,6 +251,8 @@ impl Head {
                 // A response framed by Transfer-Encoding despite a Content-Length is read by TE;
                 // the connection cannot be trusted afterwards.
                 head.close |= framing.te && framing.length.is_some();
+                // RFC 9112 §6.1: after an HTTP/1.0 message with Transfer-Encoding, MUST close.
+                head.close |= framing.te && head.version == Version::Http10;
             }
         }
         Ok(head)

@@ -31,6 +31,8 @@ mod decode;
 pub mod encode;
 mod error;
 mod head;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod oracle;
 pub mod rewrite;
 
 pub use decode::{Decoder, Frame};
@@ -46,6 +48,8 @@ pub enum Role {
     Response,
 }
 
+#[cfg(test)]
+mod oracle_properties;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]

@@ -160,7 +160,13 @@ pub fn rewrite_response(head: &Head, keep_alive: bool, out: &mut BytesMut) {
     out.extend_from_slice(&raw[start..line_end]);
     let switching = head.status() == 101;
     // A 101 keeps its Upgrade (the protocol switched to), though `Connection: upgrade` names it.
-    let (drop, keep): (&[&str], &[&str]) = if switching { (&[], &["upgrade"]) } else { (&["upgrade"], &[]) };
+    // RFC 9112 §6.3: a message framed by Transfer-Encoding is forwarded without its Content-Length.
+    let te = head.field("transfer-encoding").is_some();
+    let (drop, keep): (&[&str], &[&str]) = match (switching, te) {
+        (true, _) => (&[], &["upgrade"]),
+        (false, false) => (&["upgrade"], &[]),
+        (false, true) => (&["upgrade", "content-length"], &[]),
+    };
     copy_end_to_end(head, drop, keep, out);
     if switching {
         field(out, b"Connection", b"upgrade");
