@@ -370,6 +370,11 @@ impl Tunnel {
 /// A case that times out has its servers and clients stopped before the failure is reported, so
 /// its sockets do not linger into later tests; its thread then fails on its own at its next read.
 pub fn run(pair: Pair, case: fn(&Env)) {
+    run_within(pair, case, slack(CASE_LIMIT));
+}
+
+/// [`run`] with a time limit of `limit`.
+fn run_within(pair: Pair, case: fn(&Env), limit: Duration) {
     let env = Env::new(pair);
     let case_env = env.clone();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -380,7 +385,6 @@ pub fn run(pair: Pair, case: fn(&Env)) {
             let _ = tx.send(outcome);
         })
         .expect("spawn the case");
-    let limit = slack(CASE_LIMIT);
     match rx.recv_timeout(limit) {
         Ok(Ok(())) => {
             let _ = worker.join();
@@ -392,5 +396,54 @@ pub fn run(pair: Pair, case: fn(&Env)) {
                 "the case did not finish within {limit:?} ({pair:?}); its servers and clients were stopped"
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::wait_until;
+
+    /// Set once the hanging case below has returned.
+    static HUNG_CASE_ENDED: AtomicBool = AtomicBool::new(false);
+
+    /// A case that waits on a kept-alive connection to its own server for a minute.
+    fn hangs(env: &Env) {
+        let server = env.server();
+        let mut conn = Conn::open(server.http_addr());
+        assert_eq!(conn.exchange(&server.http_addr().to_string(), &Req::get("/api/status")).status, 200);
+        conn.set_read_timeout(Duration::from_secs(60));
+        let _ = conn.try_response("GET");
+        HUNG_CASE_ENDED.store(true, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_timed_out_case_fails_and_its_server_is_stopped() {
+        let failed = std::panic::catch_unwind(|| run_within(Pair::TS, hangs, Duration::from_millis(500)));
+        let message = failed.expect_err("the case must fail").downcast::<String>().expect("a message");
+        assert!(message.contains("did not finish"), "{message}");
+        // The server was stopped, so the case's read ends at once instead of after a minute.
+        wait_until(Duration::from_secs(10), "the hung case to return", || {
+            HUNG_CASE_ENDED.load(Ordering::SeqCst)
+        });
+    }
+
+    #[test]
+    fn stop_all_stops_servers_and_clients() {
+        let env = Env::new(Pair::ST);
+        let origin = crate::Origin::start();
+        let server = env.server();
+        let t = env.tunnel(&server, origin.port());
+        let mut kept = Conn::open(server.http_addr());
+        assert_eq!(kept.exchange(&server.http_addr().to_string(), &Req::get("/api/status")).status, 200);
+        env.stop_all();
+        assert!(kept.closed_within(Duration::from_secs(10)), "the server's connections are closed");
+        assert_eq!(
+            t.share.wait_online(Duration::from_secs(1)),
+            ShareStatus::Fatal("stopped by the harness".into())
+        );
+        drop((t, server));
     }
 }
