@@ -63,7 +63,8 @@ impl Verdict {
     }
 }
 
-/// Why a handshake failed. The server closes the connection without a verdict on any of these.
+/// Why a handshake failed. The server closes the connection on any of these, after the verdict
+/// [`HandshakeError::verdict`] names, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeError {
     /// The line is longer than the limit.
@@ -99,6 +100,17 @@ impl fmt::Display for HandshakeError {
 }
 
 impl std::error::Error for HandshakeError {}
+
+impl HandshakeError {
+    /// The verdict the server still gives for this error: a token that is missing or not a token
+    /// at all is not this tunnel's, so `rejected bad-token` (SPEC §4); anything else gets none.
+    pub fn verdict(self) -> Option<Verdict> {
+        match self {
+            HandshakeError::BadToken(_) | HandshakeError::MissingToken => Some(Verdict::BadToken),
+            _ => None,
+        }
+    }
+}
 
 /// Finds one `\n`-terminated line of bounded length, remembering how far it has searched.
 #[derive(Debug, Clone)]
@@ -283,6 +295,27 @@ mod tests {
             Err(HandshakeError::BadToken(TokenError::BadLength))
         );
         assert_eq!(decode_split(b"\n", &[], true).0, Err(HandshakeError::BadId(IdError::TooShort)));
+    }
+
+    #[test]
+    fn only_a_missing_or_broken_token_gets_a_verdict() {
+        let bad = Some(Verdict::BadToken);
+        for e in [
+            HandshakeError::MissingToken,
+            HandshakeError::BadToken(TokenError::BadLength),
+            HandshakeError::BadToken(TokenError::BadDigit),
+        ] {
+            assert_eq!(e.verdict(), bad, "{e:?}");
+        }
+        for e in [
+            HandshakeError::TooLong,
+            HandshakeError::TimedOut,
+            HandshakeError::Malformed,
+            HandshakeError::BadId(IdError::TooShort),
+            HandshakeError::UnknownVerdict,
+        ] {
+            assert_eq!(e.verdict(), None, "{e:?}");
+        }
     }
 
     #[test]

@@ -226,7 +226,14 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
         match dec.decode(&mut buf) {
             Ok(Some(hello)) => break hello,
             Ok(None) => {}
-            Err(_) => return,
+            Err(e) => {
+                if let Some(verdict) = e.verdict() {
+                    let mut line = BytesMut::new();
+                    encode_verdict(verdict, &mut line);
+                    let _ = stream.write_all(&line).await;
+                }
+                return;
+            }
         }
         let Some(deadline) = dec.deadline() else { return };
         match timeout_at(deadline, read_buf(&mut stream, &mut buf, crate::io::READ_CHUNK)).await {

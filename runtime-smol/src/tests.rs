@@ -1,6 +1,6 @@
 //! A whole tunnel over loopback on this crate alone: serve, share, requests
-//! through it from plain `std::net`, and a dropped `Share` closing its tunnel
-//! connections on the server.
+//! through it from plain `std::net`, a dropped `Share` closing its tunnel
+//! connections on the server, and a stopped server closing its visitor connections.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -109,6 +109,19 @@ fn tunnel_end_to_end_and_drop_closes_connections() {
         within(Duration::from_secs(3), || sockets(true)).is_some(),
         "dropping the share closed its sockets"
     );
+    // A kept-alive visitor connection the server has accepted and answered: stopping closes it.
+    // (Connecting to the old port afterwards could reach another test's listener on it.)
+    let mut kept = TcpStream::connect(http).expect("connect to the server");
+    kept.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    kept.write_all(format!("GET {status} HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes()).expect("send");
+    let mut answer = [0u8; 12];
+    kept.read_exact(&mut answer).expect("the server answers");
+    assert_eq!(&answer, b"HTTP/1.1 200");
     server.stop();
-    assert!(TcpStream::connect(http).is_err(), "the stopped server's listener is closed");
+    let mut rest = Vec::new();
+    let end = kept.read_to_end(&mut rest);
+    assert!(
+        matches!(&end, Ok(_)) || end.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the stopped server closed its visitor connection (not a read timeout): {end:?}"
+    );
 }

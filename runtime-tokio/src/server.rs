@@ -207,7 +207,14 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
         match dec.decode(&mut buf) {
             Ok(Some(hello)) => break hello,
             Ok(None) => {}
-            Err(_) => return,
+            Err(e) => {
+                if let Some(verdict) = e.verdict() {
+                    let mut line = BytesMut::new();
+                    encode_verdict(verdict, &mut line);
+                    let _ = stream.write_all(&line).await;
+                }
+                return;
+            }
         }
         let Some(deadline) = dec.deadline() else { return };
         match tokio::time::timeout_at(deadline.into(), stream.read_buf(&mut buf)).await {

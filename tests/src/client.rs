@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// How long any read or write on a test socket may block.
+/// How long any read or write on a test socket may block (stretched by [`slack`](crate::slack)).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request body and how it is framed.
@@ -186,8 +186,8 @@ impl Conn {
 
     /// Wraps a connected stream, setting [`IO_TIMEOUT`] and no-delay.
     pub fn from_stream(stream: TcpStream) -> Conn {
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("set read timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("set write timeout");
+        stream.set_read_timeout(Some(crate::slack(IO_TIMEOUT))).expect("set read timeout");
+        stream.set_write_timeout(Some(crate::slack(IO_TIMEOUT))).expect("set write timeout");
         let _ = stream.set_nodelay(true);
         Conn { stream, buf: Vec::new() }
     }
@@ -197,9 +197,9 @@ impl Conn {
         &self.stream
     }
 
-    /// Changes the read timeout.
+    /// Changes the read timeout to `slack(t)`.
     pub fn set_read_timeout(&self, t: Duration) {
-        self.stream.set_read_timeout(Some(t)).expect("set read timeout");
+        self.stream.set_read_timeout(Some(crate::slack(t))).expect("set read timeout");
     }
 
     /// Writes all of `bytes`; panics on failure.
@@ -220,19 +220,8 @@ impl Conn {
 
     /// Closes abortively (`SO_LINGER` 0): the peer gets a reset, the one leave it can tell from a half-close.
     pub fn abort(self) {
-        use std::os::fd::AsRawFd;
-        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-        // SAFETY: the fd is open for as long as `self.stream` lives, and `linger` outlives the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&raw const linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "setsockopt(SO_LINGER): {}", io::Error::last_os_error());
+        let linger = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+        linger.unwrap_or_else(|e| panic!("setsockopt(SO_LINGER): {e}"));
     }
 
     /// Sends `req` with `Host: host` and reads its response; panics on failure.
@@ -307,7 +296,7 @@ impl Conn {
         Ok(std::mem::take(&mut self.buf))
     }
 
-    /// True if the peer closes (end of stream or reset) within `limit` without sending anything more.
+    /// True if the peer closes (end of stream or reset) within `slack(limit)` without sending anything more.
     pub fn closed_within(&mut self, limit: Duration) -> bool {
         if !self.buf.is_empty() {
             return false;
@@ -420,6 +409,13 @@ impl Conn {
             let mut r = httparse::Response::new(&mut slots);
             match r.parse(&self.buf) {
                 Ok(httparse::Status::Complete(len)) => {
+                    // httparse takes a bare LF as a line end; RFC 9112 §2.2 has servers send CRLF.
+                    let bare_lf =
+                        (0..len).find(|&i| self.buf[i] == b'\n' && (i == 0 || self.buf[i - 1] != b'\r'));
+                    if let Some(at) = bare_lf {
+                        let seen = String::from_utf8_lossy(&self.buf[..len.min(200)]).into_owned();
+                        return Err(bad(format!("bare LF at byte {at} of the response head: {seen:?}")));
+                    }
                     let status = r.code.unwrap_or(0);
                     let headers = r
                         .headers

@@ -2,19 +2,19 @@
 //! against [`Env`] and run for each [`Pair`] of server runtime and client runtime.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use aether_core::hub::ServerEvent;
 use aether_core::id::TunnelId;
 use aether_core::options::{Report, RequestLog, ServeOptions, ShareOptions, ShareStatus};
 
 use crate::client::{Conn, Req, Response, fetch};
-use crate::{json_num, poll_for};
+use crate::{json_num, poll_for, slack};
 
-/// How long a case may run before it is failed (the suite never hangs).
+/// How long a case may run before it is failed (the suite never hangs); stretched by [`slack`].
 pub const CASE_LIMIT: Duration = Duration::from_secs(45);
-/// How long a `share` may take to register and connect.
+/// How long a `share` may take to register and connect; stretched by [`slack`].
 pub const ONLINE_LIMIT: Duration = Duration::from_secs(10);
 
 /// A runtime adapter.
@@ -46,29 +46,55 @@ impl Pair {
     pub const SS: Pair = Pair { server: Rt::Smol, client: Rt::Smol };
 }
 
-/// A running server of either runtime; dropping it stops it and closes its sockets.
-pub enum Server {
-    /// On tokio.
+/// A part of a case that the harness can stop from outside the case (a server or client).
+type Slot<T> = Arc<Mutex<Option<T>>>;
+
+fn take<T>(slot: &Slot<T>) -> MutexGuard<'_, Option<T>> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A server of one runtime.
+enum RunningServer {
     Tokio(aether_tokio::Server),
-    /// On smol.
     Smol(aether_smol::Server),
+}
+
+impl RunningServer {
+    /// The HTTP and tunnel listeners.
+    fn addrs(&self) -> (SocketAddr, SocketAddr) {
+        match self {
+            RunningServer::Tokio(s) => (s.http_addr(), s.tunnel_addr()),
+            RunningServer::Smol(s) => (s.http_addr(), s.tunnel_addr()),
+        }
+    }
+}
+
+/// A running server of either runtime; dropping it stops it and closes its sockets.
+///
+/// The case owns it, but its [`Env`] can stop it too, so a case that times out
+/// leaves no server behind.
+pub struct Server {
+    http: SocketAddr,
+    tunnel: SocketAddr,
+    running: Slot<RunningServer>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let stopped = take(&self.running).take();
+        drop(stopped);
+    }
 }
 
 impl Server {
     /// The public HTTP listener.
     pub fn http_addr(&self) -> SocketAddr {
-        match self {
-            Server::Tokio(s) => s.http_addr(),
-            Server::Smol(s) => s.http_addr(),
-        }
+        self.http
     }
 
     /// The tunnel listener.
     pub fn tunnel_addr(&self) -> SocketAddr {
-        match self {
-            Server::Tokio(s) => s.tunnel_addr(),
-            Server::Smol(s) => s.tunnel_addr(),
-        }
+        self.tunnel
     }
 
     /// Stops the server (its `Drop` closes every socket).
@@ -103,18 +129,34 @@ enum ShareInner {
     Smol(aether_smol::Share),
 }
 
-/// A running client of either runtime; dropping it stops it.
+/// A running client of either runtime; dropping it stops it (so can its [`Env`], like a [`Server`]).
 pub struct Share {
-    inner: ShareInner,
+    inner: Slot<ShareInner>,
     reports: Arc<Mutex<Vec<Report>>>,
 }
 
+impl Drop for Share {
+    fn drop(&mut self) {
+        let stopped = take(&self.inner).take();
+        drop(stopped);
+    }
+}
+
 impl Share {
-    /// Waits until registered (`Online(url)`) or given up (`Fatal`), at most `limit`.
+    /// Waits until registered (`Online(url)`) or given up (`Fatal`), at most `slack(limit)`.
     pub fn wait_online(&self, limit: Duration) -> ShareStatus {
-        match &self.inner {
-            ShareInner::Tokio(s) => s.wait_online(limit),
-            ShareInner::Smol(s) => s.wait_online(limit),
+        let deadline = Instant::now() + slack(limit);
+        loop {
+            // In slices, so the harness can stop the client meanwhile.
+            let slice = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
+            let status = match &*take(&self.inner) {
+                Some(ShareInner::Tokio(s)) => s.wait_online(slice),
+                Some(ShareInner::Smol(s)) => s.wait_online(slice),
+                None => ShareStatus::Fatal("stopped by the harness".into()),
+            };
+            if status != ShareStatus::Starting || Instant::now() >= deadline {
+                return status;
+            }
         }
     }
 
@@ -154,14 +196,46 @@ fn log_server(e: &ServerEvent) {
     eprintln!("[server] {e:?}");
 }
 
+/// Stops one server or client of a case, if it still runs.
+type Stopper = Box<dyn Fn() + Send>;
+
 /// What one case gets: the pairing it runs under, and ways to start its parts.
-#[derive(Debug, Clone, Copy)]
+///
+/// It keeps a way to stop every server and client it started, used when the case times out.
+#[derive(Clone)]
 pub struct Env {
     /// The pairing.
     pub pair: Pair,
+    started: Arc<Mutex<Vec<Stopper>>>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").field("pair", &self.pair).finish_non_exhaustive()
+    }
 }
 
 impl Env {
+    /// An environment for `pair` with nothing started yet.
+    pub fn new(pair: Pair) -> Env {
+        Env { pair, started: Arc::default() }
+    }
+
+    /// Remembers how to stop `slot` from outside the case.
+    fn track<T: Send + 'static>(&self, slot: &Slot<T>) {
+        let slot = slot.clone();
+        let stop: Stopper = Box::new(move || drop(take(&slot).take()));
+        self.started.lock().unwrap_or_else(|e| e.into_inner()).push(stop);
+    }
+
+    /// Stops every server and client this environment started that still runs.
+    pub fn stop_all(&self) {
+        let started = std::mem::take(&mut *self.started.lock().unwrap_or_else(|e| e.into_inner()));
+        for stop in started {
+            stop();
+        }
+    }
+
     /// Starts a server on the pairing's server runtime; panics if it fails.
     pub fn serve(&self, opts: ServeOptions) -> Server {
         self.try_serve(opts).unwrap_or_else(|e| panic!("serve on {:?} failed: {e}", self.pair.server))
@@ -169,10 +243,14 @@ impl Env {
 
     /// Starts a server on the pairing's server runtime.
     pub fn try_serve(&self, opts: ServeOptions) -> std::io::Result<Server> {
-        Ok(match self.pair.server {
-            Rt::Tokio => Server::Tokio(aether_tokio::serve(opts, log_server)?),
-            Rt::Smol => Server::Smol(aether_smol::serve(opts, log_server)?),
-        })
+        let running = match self.pair.server {
+            Rt::Tokio => RunningServer::Tokio(aether_tokio::serve(opts, log_server)?),
+            Rt::Smol => RunningServer::Smol(aether_smol::serve(opts, log_server)?),
+        };
+        let (http, tunnel) = running.addrs();
+        let running = Arc::new(Mutex::new(Some(running)));
+        self.track(&running);
+        Ok(Server { http, tunnel, running })
     }
 
     /// A server with [`loopback`] options.
@@ -195,6 +273,8 @@ impl Env {
             Rt::Smol => aether_smol::share(opts, report).map(ShareInner::Smol),
         }
         .unwrap_or_else(|e| panic!("share on {:?} failed: {e}", self.pair.client));
+        let inner = Arc::new(Mutex::new(Some(inner)));
+        self.track(&inner);
         Share { inner, reports }
     }
 
@@ -285,21 +365,85 @@ impl Tunnel {
     }
 }
 
-/// Runs `case` under `pair` on its own thread, failing it if it takes longer than [`CASE_LIMIT`].
+/// Runs `case` under `pair` on its own thread, failing it if it takes longer than `slack(CASE_LIMIT)`.
+///
+/// A case that times out has its servers and clients stopped before the failure is reported, so
+/// its sockets do not linger into later tests; its thread then fails on its own at its next read.
 pub fn run(pair: Pair, case: fn(&Env)) {
+    run_within(pair, case, slack(CASE_LIMIT));
+}
+
+/// [`run`] with a time limit of `limit`.
+fn run_within(pair: Pair, case: fn(&Env), limit: Duration) {
+    let env = Env::new(pair);
+    let case_env = env.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let worker = std::thread::Builder::new()
         .name(format!("case-{pair:?}"))
         .spawn(move || {
-            let outcome = std::panic::catch_unwind(|| case(&Env { pair }));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&case_env)));
             let _ = tx.send(outcome);
         })
         .expect("spawn the case");
-    match rx.recv_timeout(CASE_LIMIT) {
+    match rx.recv_timeout(limit) {
         Ok(Ok(())) => {
             let _ = worker.join();
         }
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("the case did not finish within {CASE_LIMIT:?} ({pair:?})"),
+        Err(_) => {
+            env.stop_all();
+            panic!(
+                "the case did not finish within {limit:?} ({pair:?}); its servers and clients were stopped"
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::wait_until;
+
+    /// Set once the hanging case below has returned.
+    static HUNG_CASE_ENDED: AtomicBool = AtomicBool::new(false);
+
+    /// A case that waits on a kept-alive connection to its own server for a minute.
+    fn hangs(env: &Env) {
+        let server = env.server();
+        let mut conn = Conn::open(server.http_addr());
+        assert_eq!(conn.exchange(&server.http_addr().to_string(), &Req::get("/api/status")).status, 200);
+        conn.set_read_timeout(Duration::from_secs(60));
+        let _ = conn.try_response("GET");
+        HUNG_CASE_ENDED.store(true, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_timed_out_case_fails_and_its_server_is_stopped() {
+        let failed = std::panic::catch_unwind(|| run_within(Pair::TS, hangs, Duration::from_millis(500)));
+        let message = failed.expect_err("the case must fail").downcast::<String>().expect("a message");
+        assert!(message.contains("did not finish"), "{message}");
+        // The server was stopped, so the case's read ends at once instead of after a minute.
+        wait_until(Duration::from_secs(10), "the hung case to return", || {
+            HUNG_CASE_ENDED.load(Ordering::SeqCst)
+        });
+    }
+
+    #[test]
+    fn stop_all_stops_servers_and_clients() {
+        let env = Env::new(Pair::ST);
+        let origin = crate::Origin::start();
+        let server = env.server();
+        let t = env.tunnel(&server, origin.port());
+        let mut kept = Conn::open(server.http_addr());
+        assert_eq!(kept.exchange(&server.http_addr().to_string(), &Req::get("/api/status")).status, 200);
+        env.stop_all();
+        assert!(kept.closed_within(Duration::from_secs(10)), "the server's connections are closed");
+        assert_eq!(
+            t.share.wait_online(Duration::from_secs(1)),
+            ShareStatus::Fatal("stopped by the harness".into())
+        );
+        drop((t, server));
     }
 }

@@ -12,37 +12,76 @@
 //!   close-delimited, SSE, upgrade, held requests) with a per-request counter.
 //! - [`client`]: [`Conn`], a raw-socket HTTP/1.1 client that writes exactly the
 //!   bytes a test gives it and reads responses by their framing.
+//! - [`proxy`]: [`Proxy`], a loopback TCP forwarder whose target can be switched
+//!   or refused, so "the origin is down" or "the server restarted" never needs a
+//!   port number bound twice.
+//!
+//! # Timing
+//!
+//! A deadline the product must honour is a lower bound and is asserted as given
+//! (a 408 must not come before the head timeout). Every upper bound, how long a
+//! test is willing to wait for something, is multiplied by one factor,
+//! [`slack`], read from the environment variable `AETHER_TEST_SLACK` (a number
+//! ≥ 1, default 1): the bounds of [`wait_until`], [`poll_for`] and
+//! [`eventually`], [`Conn`]'s read timeouts, [`Share::wait_online`], and each
+//! case's time limit. On a loaded machine, run with e.g. `AETHER_TEST_SLACK=3`.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod client;
 pub mod harness;
 pub mod origin;
+pub mod proxy;
 
 pub use client::{Body, Conn, Req, Response};
 pub use harness::{Env, Pair, Rt, Server, Share, Tunnel, loopback, run};
 pub use origin::Origin;
+pub use proxy::Proxy;
 
-/// Polls `cond` until it holds; panics naming `what` if it does not within `limit`.
+/// The slack factor from `AETHER_TEST_SLACK` (1 when unset); panics if it is not a number ≥ 1.
+pub fn slack_factor() -> f64 {
+    static FACTOR: OnceLock<f64> = OnceLock::new();
+    *FACTOR.get_or_init(|| {
+        let v = std::env::var("AETHER_TEST_SLACK").ok();
+        parse_slack(v.as_deref())
+            .unwrap_or_else(|| panic!("AETHER_TEST_SLACK must be a number >= 1, got {v:?}"))
+    })
+}
+
+/// The factor a value of `AETHER_TEST_SLACK` means: 1 when unset or blank, `None` when not a number ≥ 1.
+fn parse_slack(v: Option<&str>) -> Option<f64> {
+    match v.map(str::trim) {
+        None | Some("") => Some(1.0),
+        Some(v) => v.parse::<f64>().ok().filter(|f| f.is_finite() && *f >= 1.0),
+    }
+}
+
+/// An upper bound `d` stretched by [`slack_factor`]; never use it on a deadline under test.
+pub fn slack(d: Duration) -> Duration {
+    d.mul_f64(slack_factor())
+}
+
+/// Polls `cond` until it holds; panics naming `what` if it does not within `slack(limit)`.
 pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     poll_for(limit, what, || cond().then_some(()))
 }
 
-/// Polls `probe` until it returns `Some`; panics naming `what` if it does not within `limit`.
+/// Polls `probe` until it returns `Some`; panics naming `what` if it does not within `slack(limit)`.
 pub fn poll_for<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let mut found = None;
     if !eventually(limit, || {
         found = probe();
         found.is_some()
     }) {
-        panic!("timed out after {limit:?} waiting for {what}");
+        panic!("timed out after {:?} waiting for {what}", slack(limit));
     }
     found.expect("set when the probe succeeded")
 }
 
-/// Polls `cond` until it holds (true) or `limit` passes (false).
+/// Polls `cond` until it holds (true) or `slack(limit)` passes (false).
 pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + slack(limit);
     let mut pause = Duration::from_millis(1);
     loop {
         if cond() {
@@ -116,6 +155,44 @@ mod tests {
         assert_eq!(json_str(j, "url").as_deref(), Some("http://h/a-b-c"));
         assert_eq!(json_str(j, "port"), None);
         assert_eq!(json_num(j, "missing"), None);
+    }
+
+    /// A server that writes `bytes` to its first connection and closes.
+    fn replying(bytes: &'static [u8]) -> std::net::SocketAddr {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.write_all(bytes).unwrap();
+        });
+        addr
+    }
+
+    #[test]
+    fn bare_lf_response_heads_are_an_error() {
+        for head in [
+            &b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok",
+        ] {
+            let mut c = Conn::open(replying(head));
+            let e = c.try_response("GET").expect_err("a head with a bare LF");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        }
+        let mut c = Conn::open(replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+        assert_eq!(c.try_response("GET").unwrap().text(), "ok", "CRLF throughout is fine");
+    }
+
+    #[test]
+    fn slack_values() {
+        assert_eq!(parse_slack(None), Some(1.0));
+        assert_eq!(parse_slack(Some(" ")), Some(1.0));
+        assert_eq!(parse_slack(Some("3")), Some(3.0));
+        assert_eq!(parse_slack(Some(" 1.5 ")), Some(1.5));
+        for bad in ["0.5", "0", "-2", "fast", "inf", "NaN"] {
+            assert_eq!(parse_slack(Some(bad)), None, "{bad}");
+        }
     }
 
     #[test]

@@ -95,7 +95,10 @@ pub fn taken_while_connected(env: &Env) {
     opts.subdomain = Some(TunnelId::parse("held-name").unwrap());
     let second = env.share(opts);
     match second.wait_online(SOON) {
-        ShareStatus::Fatal(why) => assert!(!why.is_empty()),
+        ShareStatus::Fatal(why) => assert!(
+            why.contains("the tunnel name `held-name` is in use by another client"),
+            "the second client gives up because the name is held (409), not for another reason: {why}"
+        ),
         other => panic!("a second client must not get a held name: {other:?}"),
     }
     drop(second);

@@ -6,23 +6,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aether_core::id::TunnelId;
+use aether_core::options::ShareOptions;
 use aether_core::options::ShareStatus;
-use aether_tests::{Conn, Env, Origin, Req, eventually, json_num, loopback, poll_for, wait_until};
+use aether_tests::{
+    Conn, Env, Origin, Proxy, Req, eventually, json_num, loopback, poll_for, slack, wait_until,
+};
 
 use crate::common::SOON;
 
 /// Origin port closed, client up: 502 at once with a body naming the address, on a visitor
 /// connection that stays usable; once an origin listens there, requests get through.
+///
+/// The origin's address is a [`Proxy`] port, bound but not listening (refused, as a closed
+/// port is), that later forwards to a real origin: no port number is freed and bound again.
 pub fn origin_down_502(env: &Env) {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let front = Proxy::closed();
+    let port = front.addr().port();
     let server = env.server();
-    let t = env.tunnel(&server, port);
+    let mut opts = env.share_options(&server, port);
+    // A client that waited out its connect timeout instead of taking the refusal would be slow.
+    opts.origin_timeout = Duration::from_secs(30);
+    let t = env.tunnel_with(&server, opts);
     let mut conn = t.connect();
     let started = Instant::now();
     let r = conn.exchange(&t.host, &Req::get(&t.target("/down")));
     let took = started.elapsed();
     assert_eq!(r.status, 502, "{}", r.text());
-    assert!(took < Duration::from_secs(1), "502 took {took:?}");
+    assert!(took < slack(SOON), "502 took {took:?}");
     assert!(r.text().contains(&format!("127.0.0.1:{port}")), "the body names the origin: {}", r.text());
 
     let r = conn.exchange(&t.host, &Req::new("POST", &t.target("/down-post")).body("lost body"));
@@ -30,7 +40,8 @@ pub fn origin_down_502(env: &Env) {
     let r = conn.exchange(&t.host, &Req::new("HEAD", &t.target("/down-head")));
     assert_eq!(r.status, 502);
 
-    let origin = poll_for(SOON, "an origin on the freed port", || Origin::bind(port).ok());
+    let origin = Origin::start();
+    front.forward(SocketAddr::from(([127, 0, 0, 1], origin.port())));
     let r = conn.exchange(&t.host, &Req::get(&t.target("/up")));
     assert_eq!((r.status, r.header("x-echo-target")), (200, Some("/up")), "the origin is back");
     assert_eq!(origin.hits("/up"), 1);
@@ -42,8 +53,10 @@ pub fn origin_down_502(env: &Env) {
 /// serving, a new client without the token cannot take the name during the grace, and after
 /// the grace a new client registers it again and the tunnel works.
 pub fn client_killed(env: &Env) {
+    const GRACE: Duration = Duration::from_secs(8);
     let mut opts = loopback();
-    opts.limits.offline_grace = Duration::from_secs(3);
+    // Long enough for the steps inside it; the thief tries right after the first 503.
+    opts.limits.offline_grace = slack(GRACE);
     let origin = Origin::start();
     let server = env.serve(opts);
     let gone = env.named_tunnel(&server, origin.port(), "goes-away");
@@ -56,22 +69,24 @@ pub fn client_killed(env: &Env) {
         let r = server.fetch(&Req::get(&target));
         (r.status == 503).then_some(r)
     });
+    let mut again = env.share_options(&server, origin.port());
+    again.subdomain = Some(TunnelId::parse("goes-away").unwrap());
+    let thief = env.share(again);
+    match thief.wait_online(SOON) {
+        ShareStatus::Fatal(why) => assert!(
+            why.contains("the tunnel name `goes-away` is in use by another client"),
+            "the thief gives up because the name is held (409), not for another reason: {why}"
+        ),
+        other => panic!("a client without the token must not get the name during the grace: {other:?}"),
+    }
+    drop(thief);
     assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
     assert!(r.text().contains("offline"), "{}", r.text());
     for i in 0..20 {
         assert_eq!(stays.get(&format!("/other/{i}")).status, 200, "the other tunnel keeps serving");
     }
 
-    let mut again = env.share_options(&server, origin.port());
-    again.subdomain = Some(TunnelId::parse("goes-away").unwrap());
-    let thief = env.share(again);
-    assert!(
-        matches!(thief.wait_online(SOON), ShareStatus::Fatal(_)),
-        "a client without the token must not get the name during the grace"
-    );
-    drop(thief);
-
-    wait_until(Duration::from_secs(10), "the name to expire", || server.tunnel_status("goes-away").is_none());
+    wait_until(GRACE + SOON, "the name to expire", || server.tunnel_status("goes-away").is_none());
     let back = env.named_tunnel(&server, origin.port(), "goes-away");
     let r = back.get("/back");
     assert_eq!((r.status, r.header("x-echo-target")), (200, Some("/back")));
@@ -79,21 +94,27 @@ pub fn client_killed(env: &Env) {
     assert_eq!(stays.get("/other/end").status, 200);
 }
 
-/// The server restarts on the same ports: the client registers again under the same name and
-/// the same URL works.
+/// The server restarts behind the same public address: the client registers again under the
+/// same name and the same URL works.
+///
+/// Client and visitors reach the server's HTTP port through a [`Proxy`], which refuses while
+/// no server runs and then forwards to the new one (on new ports: no port number is bound
+/// twice). The new server's tunnel port is new too; the client learns it when it registers again.
 pub fn server_restarted(env: &Env) {
     let origin = Origin::start();
     let first = env.server();
-    let (http, tunnel) = (first.http_addr(), first.tunnel_addr());
-    let t = env.tunnel(&first, origin.port());
+    let front = Proxy::to(first.http_addr());
+    let opts = ShareOptions::new(&front.addr().to_string(), origin.port());
+    let mut t = env.tunnel_with(&first, opts);
+    assert_eq!(t.url, format!("http://{}/{}", front.addr(), t.id), "the public URL is the proxy's");
+    (t.server, t.host) = (front.addr(), front.addr().to_string());
     assert_eq!(t.get("/before").status, 200);
+    // Refuse first, so nothing is ever forwarded to the stopped server's freed port.
+    front.refuse();
     first.stop();
 
-    let mut opts = loopback();
-    opts.port = http.port();
-    opts.tunnel_port = tunnel.port();
-    let second = poll_for(SOON, "the server to bind its old ports", || env.try_serve(opts.clone()).ok());
-    assert_eq!((second.http_addr(), second.tunnel_addr()), (http, tunnel));
+    let second = env.server();
+    front.forward(second.http_addr());
     let r = poll_for(Duration::from_secs(20), "the tunnel back under its name", || {
         let r = t.get("/after");
         (r.status == 200).then_some(r)
@@ -107,12 +128,12 @@ pub fn server_restarted(env: &Env) {
 /// One visitor request on a fresh connection; `Err` describes a wrong or missing answer.
 fn visit(addr: SocketAddr, target: &str) -> Result<(), String> {
     let mut conn = Conn::open(addr);
-    conn.set_read_timeout(Duration::from_secs(3));
+    conn.set_read_timeout(SOON);
     conn.send(&Req::get(target).encode(&addr.to_string()));
     match conn.try_response("GET") {
         Ok(r) if matches!(r.status, 200 | 502 | 503) => Ok(()),
         Ok(r) => Err(format!("{target}: {} {}", r.status, r.text())),
-        Err(e) => Err(format!("{target}: no answer within 3 s ({e})")),
+        Err(e) => Err(format!("{target}: no answer within {:?} ({e})", slack(SOON))),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use aether_tests::{Conn, Env, Origin, Req, Tunnel, checksum, loopback, pattern, wait_until};
+use aether_tests::{Conn, Env, Origin, Req, Tunnel, checksum, loopback, pattern, slack, wait_until};
 
 use crate::common::{SOON, setup};
 
@@ -96,7 +96,7 @@ pub fn upgrade_echo_beside_requests(env: &Env) {
             let mut ws = upgrade(t);
             echo(&mut ws, 0..500);
             half.send(()).unwrap();
-            done.recv_timeout(Duration::from_secs(20)).expect("the ordinary requests finished");
+            done.recv_timeout(slack(Duration::from_secs(20))).expect("the ordinary requests finished");
             echo(&mut ws, 500..1000);
             // A burst: 100 messages written at once, then read back in order.
             let burst: String = (0..100).map(|i| format!("burst {i}\n")).collect();
@@ -106,7 +106,7 @@ pub fn upgrade_echo_beside_requests(env: &Env) {
             }
         });
         scope.spawn(move || {
-            go_on.recv_timeout(Duration::from_secs(20)).expect("the upgrade is under way");
+            go_on.recv_timeout(slack(Duration::from_secs(20))).expect("the upgrade is under way");
             let mut conn = t.connect();
             for i in 0..100 {
                 let r = conn.exchange(&t.host, &Req::get(&t.target(&format!("/beside/{i}"))));
@@ -123,7 +123,8 @@ pub fn upgrade_echo_beside_requests(env: &Env) {
 }
 
 /// With one tunnel connection, an upgrade takes it out of the pool and the client dials a
-/// fresh one: ordinary requests still get through (not a 504 after the wait deadline).
+/// fresh one: once the server holds it, ordinary requests get through (not a 504 after the
+/// wait deadline).
 pub fn upgrade_refills_pool(env: &Env) {
     let mut opts = loopback();
     opts.limits.wait_timeout = Duration::from_secs(3);
@@ -134,6 +135,8 @@ pub fn upgrade_refills_pool(env: &Env) {
     let t = env.tunnel_with(&server, share);
     let mut ws = upgrade(&t);
     echo(&mut ws, 0..10);
+    // Until the redial lands the tunnel has no connection in its pool (an immediate 503 offline).
+    wait_until(SOON, "the client's fresh tunnel connection", || server.connected(&t.id) == 1);
     for i in 0..5 {
         let r = t.get(&format!("/while-upgraded/{i}"));
         assert_eq!(
