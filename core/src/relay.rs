@@ -38,7 +38,9 @@ pub const READ_MOST: usize = 128 * 1024;
 ///
 /// A read that fills its room means more is waiting, so the next one asks for twice as much (up
 /// to [`READ_MOST`]): a bulk body then costs a few large syscalls instead of many 16 KiB ones,
-/// while a small exchange never holds more than [`READ_FIRST`].
+/// while a small exchange never holds more than [`READ_FIRST`]. A read that brings less than a
+/// quarter of the current size (a trickle, or the end of the stream) halves it again, never below
+/// [`READ_FIRST`]; reads in between keep it.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadSize(usize);
 
@@ -64,8 +66,9 @@ impl ReadSize {
     }
 }
 
-/// Frees a read buffer that grew past [`READ_FIRST`] once it is empty, so a connection that carried
-/// a bulk body does not keep that room while it waits for the next message.
+/// Frees a read buffer that grew past twice [`READ_FIRST`] once it is empty, so a connection that
+/// carried a bulk body does not keep that room while it waits for the next message. Up to twice is
+/// kept: that is what reserving [`READ_FIRST`] in a buffer still holding a few bytes can reach.
 pub fn shrink(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 2 * READ_FIRST {
         *buf = BytesMut::new();

@@ -99,6 +99,75 @@ fn verdicts_round_trip() {
     );
 }
 
+#[test]
+fn each_error_message_names_its_problem() {
+    let (id, token) = (IdError::TooShort, TokenError::BadLength);
+    let (id_says, token_says) = (id.to_string(), token.to_string());
+    let cases = [
+        (HandshakeError::TooLong, vec!["handshake", "too long"]),
+        (HandshakeError::TimedOut, vec!["handshake", "deadline"]),
+        (HandshakeError::Malformed, vec!["handshake", "<id> <token>"]),
+        (HandshakeError::BadId(id), vec!["handshake", &id_says]),
+        (HandshakeError::BadToken(token), vec!["handshake", &token_says]),
+        (HandshakeError::MissingToken, vec!["handshake", "no token", "legacy"]),
+        (HandshakeError::UnknownVerdict, vec!["verdict"]),
+    ];
+    let mut said = std::collections::HashSet::new();
+    for (err, words) in &cases {
+        let text = err.to_string();
+        for word in words {
+            assert!(text.contains(word), "{err:?} says {text:?}, which does not name {word:?}");
+        }
+        assert!(said.insert(text.clone()), "two errors read the same: {text:?}");
+    }
+    // The id and token messages carry the rule that was broken.
+    assert!(HandshakeError::BadId(IdError::BadChar).to_string().contains("a-z, 0-9 or -"));
+    assert!(HandshakeError::BadToken(TokenError::BadLength).to_string().contains("32 hex digits"));
+}
+
+/// Valid tunnel ids (4 to 63 of `a-z 0-9 -`, no hyphen at either end, per SPEC §3).
+fn any_id() -> impl Strategy<Value = TunnelId> {
+    "[a-z0-9][a-z0-9-]{2,61}[a-z0-9]"
+        .prop_map(|s| TunnelId::parse(&s).expect("the generator follows the rule"))
+}
+
+proptest! {
+    #[test]
+    fn any_hello_survives_encoding_whatever_the_pieces(
+        id in any_id(),
+        token in proptest::option::of(any::<[u8; 16]>().prop_map(Token::from_bytes)),
+        crlf in any::<bool>(),
+        tail in proptest::collection::vec(any::<u8>(), 0..40),
+        mut cuts in proptest::collection::vec(0usize..120, 0..8),
+        bytewise in any::<bool>(),
+    ) {
+        let hello = Hello { id, token };
+        let mut wire = BytesMut::new();
+        encode_hello(&hello, &mut wire);
+        let line = wire.len();
+        prop_assert_eq!(wire.iter().filter(|&&b| b == b'\n').count(), 1, "one line, ending in a newline");
+        if crlf {
+            // A client that ends its line with CRLF is read the same.
+            wire.truncate(line - 1);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(&tail);
+        if bytewise {
+            cuts = (0..wire.len()).collect();
+        }
+        cuts.sort_unstable();
+        let (got, rest) = decode_split(&wire, &cuts, true);
+        prop_assert_eq!(got, Ok(Some(hello.clone())));
+        prop_assert_eq!(&rest[..], &tail[..], "every byte after the line is left for the tunnel");
+        // Without legacy handshakes a tokenless line is refused; a line with a token reads the same.
+        let (strict, _) = decode_split(&wire, &cuts, false);
+        match hello.token {
+            Some(_) => prop_assert_eq!(strict, Ok(Some(hello))),
+            None => prop_assert_eq!(strict, Err(HandshakeError::MissingToken)),
+        }
+    }
+}
+
 proptest! {
     #[test]
     fn result_does_not_depend_on_splits(

@@ -12,6 +12,7 @@ fn a_batch_gives_its_pieces_in_order_until_cleared() {
     for i in 0..BATCH {
         assert!(!batch.is_full());
         batch.push(Bytes::from(vec![b'a' + i as u8; i + 1]));
+        assert!(!batch.is_empty(), "a batch holding a piece has something to write");
     }
     assert!(batch.is_full());
     let joined = |batch: &Batch| {
@@ -47,6 +48,58 @@ fn read_size_grows_while_reads_fill_and_shrinks_when_they_stop() {
         size.read(size.next(), 10);
     }
     assert_eq!(size.next(), READ_FIRST);
+}
+
+#[test]
+fn reads_start_at_16_kib_and_grow_to_at_most_128_kib() {
+    // The module's figures: one 16 KiB read holds a head; bulk reads stop growing at 128 KiB.
+    let mut size = ReadSize::default();
+    assert_eq!(size.next(), 16 * 1024);
+    let mut seen = vec![size.next()];
+    for _ in 0..10 {
+        let room = size.next();
+        size.read(room, room);
+        seen.push(size.next());
+    }
+    assert_eq!(seen[..5], [16 * 1024, 32 * 1024, 64 * 1024, 128 * 1024, 128 * 1024]);
+    assert!(seen.iter().all(|&s| s <= 128 * 1024), "{seen:?}");
+}
+
+#[test]
+fn read_size_keeps_its_size_between_a_quarter_and_a_full_read() {
+    let grown = |steps: usize| {
+        let mut size = ReadSize::default();
+        for _ in 0..steps {
+            size.read(size.next(), size.next());
+        }
+        size
+    };
+    let mut size = grown(2);
+    assert_eq!(size.next(), 64 * 1024);
+    size.read(64 * 1024, 20 * 1024);
+    assert_eq!(size.next(), 64 * 1024, "a read between a quarter and full keeps the size");
+    size.read(64 * 1024, 64 * 1024 - 1);
+    assert_eq!(size.next(), 64 * 1024, "one byte short of full is not full");
+    let mut size = grown(1);
+    size.read(32 * 1024, 8 * 1024);
+    assert_eq!(size.next(), 32 * 1024, "exactly a quarter is not less than a quarter");
+    size.read(32 * 1024, 8 * 1024 - 1);
+    assert_eq!(size.next(), 16 * 1024, "less than a quarter halves it");
+    // A read given no room that brought nothing says nothing about more waiting.
+    let mut size = ReadSize::default();
+    size.read(0, 0);
+    assert_eq!(size.next(), 16 * 1024);
+}
+
+#[test]
+fn shrink_keeps_up_to_twice_the_first_read_size() {
+    for (cap, kept) in [(16 * 1024, true), (20 * 1024, true), (32 * 1024, true), (32 * 1024 + 1, false)] {
+        let mut buf = BytesMut::with_capacity(cap);
+        assert_eq!(buf.capacity(), cap, "precondition");
+        shrink(&mut buf);
+        assert_eq!(buf.capacity() == cap, kept, "an empty buffer of {cap} bytes");
+        assert_eq!(buf.capacity() == 0, !kept);
+    }
 }
 
 #[test]
@@ -192,6 +245,89 @@ fn a_held_head_goes_out_with_the_first_valid_element_and_never_before_a_bad_one(
     let mut pump = Pump::request(dec, head.clone(), cont);
     assert_eq!(pump.step(&mut buf, false), Ok(Step::Write(head)));
     assert_eq!(pump.step(&mut buf, false), Ok(Step::Read));
+}
+
+/// A chunked request head followed by `chunks` valid 1000-byte chunks and then `tail`.
+fn chunked_body(chunks: usize, tail: &[u8]) -> Vec<u8> {
+    let mut raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..chunks {
+        raw.extend_from_slice(b"3e8\r\n");
+        raw.resize(raw.len() + 1000, b'x');
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(tail);
+    raw
+}
+
+#[test]
+fn the_head_is_held_for_up_to_64_kib_of_body_and_no_longer() {
+    let head = Bytes::from_static(b"POST / HTTP/1.1\r\nHost: o\r\n\r\n");
+    // About 60 KiB of valid chunks, then a bad one, all in one read: nothing goes upstream.
+    let (dec, mut buf, cont) = head_then(&chunked_body(60, b"zz\r\n"));
+    let mut pump = Pump::request(dec, head.clone(), cont);
+    assert_eq!(pump.step(&mut buf, false), Err(FrameError::InvalidChunkSize));
+    assert!(!pump.started(), "a bad element within the first 64 KiB sends nothing upstream");
+    // About 70 KiB of valid chunks first: the head and those bytes go out; the error comes after.
+    let (dec, mut buf, cont) = head_then(&chunked_body(70, b"zz\r\n"));
+    let mut pump = Pump::request(dec, head.clone(), cont);
+    assert_eq!(pump.step(&mut buf, false), Ok(Step::Write(head)), "the hold ends at 64 KiB");
+    assert!(pump.started());
+    let mut body = 0;
+    let err = loop {
+        match pump.step(&mut buf, false) {
+            Ok(Step::Write(b)) => body += b.len(),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, FrameError::InvalidChunkSize);
+    assert_eq!(body, 70 * 1007, "every valid chunk before the bad one went out");
+}
+
+#[test]
+fn a_held_head_goes_out_before_the_body_that_arrived_with_it() {
+    let head = Bytes::from_static(b"POST / HTTP/1.1\r\nHost: o\r\n\r\n");
+    // One whole chunk and part of the next: the head, then the whole chunk, then wait for more.
+    let (dec, mut buf, cont) = head_then(&chunked_body(1, b"5\r\nab"));
+    let mut pump = Pump::request(dec, head.clone(), cont);
+    assert_eq!(pump.step(&mut buf, false), Ok(Step::Write(head)), "the head first");
+    let mut body = Vec::new();
+    let step = loop {
+        match pump.step(&mut buf, false) {
+            Ok(Step::Write(b)) => body.extend_from_slice(&b),
+            other => break other,
+        }
+    };
+    assert_eq!(step, Ok(Step::Read));
+    assert!(body.starts_with(b"3e8\r\nxxx") && body.len() >= 1007, "{}", body.len());
+    buf.extend_from_slice(b"cde\r\n0\r\n\r\n");
+    let (rest, end) = run_on(pump, &mut buf);
+    body.extend_from_slice(&rest);
+    assert!(body.ends_with(b"\r\n5\r\nabcde\r\n0\r\n\r\n"));
+    assert_eq!(end, Ending::Message { keep_alive: true });
+}
+
+/// Steps a pump over what `buf` holds (no more will come, no eof) until it is done.
+fn run_on(mut pump: Pump, buf: &mut BytesMut) -> (Vec<u8>, Ending) {
+    let mut out = Vec::new();
+    loop {
+        match pump.step(buf, false) {
+            Ok(Step::Write(b)) => out.extend_from_slice(&b),
+            Ok(Step::Done(end)) => return (out, end),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_pump_has_started_once_it_handed_out_bytes() {
+    let mut pump = Pump::response(&Limits::default(), get(), Sink::Visitor);
+    let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"[..]);
+    assert!(!pump.started());
+    assert!(matches!(pump.step(&mut buf, false), Ok(Step::Write(_))));
+    assert!(pump.started(), "the head went out: a broken exchange can no longer get a 502");
+    assert_eq!(pump.step(&mut buf, false), Ok(Step::Read));
+    assert!(pump.started(), "and stays so");
 }
 
 #[test]
