@@ -211,14 +211,18 @@ fn agrees_with_oracle(role: Role, req: RequestInfo, limits: &Limits, input: &[u8
     }
 }
 
-/// Fuzz target `handshake`: the hello and verdict decoders on arbitrary bytes, whole and split.
+/// Fuzz target `handshake`: the hello and verdict decoders on arbitrary bytes, whole, split and
+/// byte at a time.
 ///
-/// The result, and the bytes left for the tunnel after a complete line, must not depend on the split.
+/// The result, and the bytes left for the tunnel after a complete line, must not depend on the
+/// pieces; those bytes are exactly what follows the first newline; and a hello the decoder accepts
+/// encodes back to the line it came from, so no two lines are read as the same hello.
 pub fn handshake(data: &[u8]) {
     let Some((&cut, input)) = data.split_first() else { return };
     let (a, b) = input.split_at(usize::from(cut) * input.len() / 255);
     let limits = Limits::default();
     let now = std::time::Instant::now();
+    let bytewise: Vec<&[u8]> = input.chunks(1).collect();
     for legacy in [false, true] {
         let run = |pieces: &[&[u8]]| {
             let mut dec = HelloDecoder::new(now, &limits, legacy);
@@ -236,22 +240,35 @@ pub fn handshake(data: &[u8]) {
         };
         let whole = run(&[input]);
         let split = run(&[a, b]);
+        let tiny = run(&bytewise);
         assert_eq!(whole.0, split.0, "splits changed the handshake result");
-        if let Ok(Some(_)) = whole.0 {
+        assert_eq!(whole.0, tiny.0, "byte-at-a-time changed the handshake result");
+        if let Ok(Some(hello)) = &whole.0 {
+            let nl = input.iter().position(|&c| c == b'\n').expect("a hello is a whole line");
+            assert_eq!(&whole.1[..], &input[nl + 1..], "the bytes after the line are the tunnel's");
             assert_eq!(whole.1, split.1, "splits changed the bytes left after the line");
+            assert_eq!(whole.1, tiny.1, "byte-at-a-time changed the bytes left after the line");
+            let mut again = BytesMut::new();
+            crate::handshake::encode_hello(hello, &mut again);
+            let line = input[..nl].strip_suffix(b"\r").unwrap_or(&input[..nl]);
+            assert_eq!(&again[..again.len() - 1], line, "the hello does not encode back to its line");
         }
     }
-    let mut whole = BytesMut::from(input);
-    let mut split = BytesMut::from(a);
-    let mut dec = VerdictDecoder::new(&limits);
-    let first = dec.decode(&mut whole);
-    let mut dec = VerdictDecoder::new(&limits);
-    let mut second = dec.decode(&mut split);
-    if second == Ok(None) {
-        split.extend_from_slice(b);
-        second = dec.decode(&mut split);
-    }
-    assert_eq!(first, second, "splits changed the verdict");
+    let verdict = |pieces: &[&[u8]]| {
+        let mut dec = VerdictDecoder::new(&limits);
+        let mut buf = BytesMut::new();
+        let mut result = Ok(None);
+        for piece in pieces {
+            buf.extend_from_slice(piece);
+            if result == Ok(None) {
+                result = dec.decode(&mut buf);
+            }
+        }
+        result
+    };
+    let first = verdict(&[input]);
+    assert_eq!(first, verdict(&[a, b]), "splits changed the verdict");
+    assert_eq!(first, verdict(&bytewise), "byte-at-a-time changed the verdict");
 }
 
 /// Fuzz target `hub_ops`: a decoded sequence of server inputs and time steps against the Hub and its model.
