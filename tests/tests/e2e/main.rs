@@ -4,6 +4,8 @@
 
 mod common;
 mod forwarding;
+mod halfclose;
+mod leaving;
 mod limits;
 mod protocol;
 mod registration;
@@ -39,6 +41,8 @@ macro_rules! all_pairings {
 }
 
 all_pairings! {
+    halfclose { one_by_one, at_once, after_keep_alive_and_body }
+    leaving { while_queued, between_grant_and_delivery, mid_request, mid_response }
     registration { random_name, named, invalid_names, taken_while_connected }
     forwarding {
         methods_and_bodies, chunked_forwarded_as_received, target_byte_for_byte, forwarded_headers,
