@@ -9,6 +9,7 @@ mod leaving;
 mod limits;
 mod protocol;
 mod registration;
+mod requests;
 mod resilience;
 mod routing;
 mod security;
@@ -42,6 +43,9 @@ macro_rules! all_pairings {
 
 all_pairings! {
     halfclose { one_by_one, at_once, after_keep_alive_and_body }
+    requests {
+        origin_keep_alive_reused, connect_405, pipelined_smuggle, second_request_408, expect_on_refused,
+    }
     leaving { while_queued, between_grant_and_delivery, mid_request, mid_response }
     registration { random_name, named, invalid_names, taken_while_connected }
     forwarding {
