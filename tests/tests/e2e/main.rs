@@ -2,6 +2,7 @@
 //! `<server runtime>_<client runtime>::<group>::<case>` (e.g.
 //! `cargo test -p aether-tests tokio_smol::forwarding`).
 
+mod boundaries;
 mod common;
 mod forwarding;
 mod halfclose;
@@ -46,6 +47,7 @@ all_pairings! {
     requests {
         origin_keep_alive_reused, connect_405, pipelined_smuggle, second_request_408, expect_on_refused,
     }
+    boundaries { request_line, head_bytes, header_count, queue_length, handshake_line, offline_grace }
     leaving { while_queued, between_grant_and_delivery, mid_request, mid_response }
     registration { random_name, named, invalid_names, taken_while_connected }
     forwarding {
