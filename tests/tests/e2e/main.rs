@@ -8,6 +8,7 @@ mod forwarding;
 mod halfclose;
 mod leaving;
 mod limits;
+mod origin_faults;
 mod protocol;
 mod registration;
 mod requests;
@@ -48,6 +49,10 @@ all_pairings! {
         origin_keep_alive_reused, connect_405, pipelined_smuggle, second_request_408, expect_on_refused,
     }
     boundaries { request_line, head_bytes, header_count, queue_length, handshake_line, offline_grace }
+    origin_faults {
+        extra_bytes_after_response, cl_and_te_response, oversized_response_head, unsolicited_101,
+        upgrade_declined,
+    }
     leaving { while_queued, between_grant_and_delivery, mid_request, mid_response }
     registration { random_name, named, invalid_names, taken_while_connected }
     forwarding {
