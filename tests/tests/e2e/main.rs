@@ -3,6 +3,7 @@
 //! `cargo test -p aether-tests tokio_smol::forwarding`).
 
 mod boundaries;
+mod client_modes;
 mod common;
 mod forwarding;
 mod halfclose;
@@ -53,6 +54,7 @@ all_pairings! {
         extra_bytes_after_response, cl_and_te_response, oversized_response_head, unsolicited_101,
         upgrade_declined,
     }
+    client_modes { legacy_client, tokenless_server }
     leaving { while_queued, between_grant_and_delivery, mid_request, mid_response }
     registration { random_name, named, invalid_names, taken_while_connected }
     forwarding {
