@@ -18,7 +18,10 @@
 //! in hex), `X-Echo-Trailers`, and one `X-Echo-H-<name>` per received field.
 //! Request headers change it: `X-Sink: 1` drops the body from the answer,
 //! `X-Want-Raw: 1` answers the body bytes exactly as they arrived (chunk lines
-//! included). `Expect: 100-continue` gets an interim `100 Continue` first.
+//! included). `Expect: 100-continue` gets an interim `100 Continue` first, unless
+//! `X-No-Continue: 1` is sent (the origin then just waits for the body).
+//! `X-Reject-Early: <code>` answers that final status at once, without reading
+//! the body, and closes.
 //!
 //! Every request head is counted by target ([`Origin::hits`]), and every
 //! request whose body was read to its end is counted too ([`Origin::completed`]).
@@ -359,7 +362,16 @@ fn serve_conn(mut stream: TcpStream, st: &State) -> io::Result<()> {
         };
         st.requests.fetch_add(1, Ordering::SeqCst);
         *st.hits.lock().unwrap_or_else(|e| e.into_inner()).entry(head.target.clone()).or_default() += 1;
-        if head.field("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        if let Some(code) = head.field("x-reject-early") {
+            // A final answer before the body, which is never read: the connection must close.
+            let out =
+                format!("HTTP/1.1 {code} Early\r\nContent-Length: 6\r\nConnection: close\r\n\r\nearly\n");
+            stream.write_all(out.as_bytes())?;
+            let _ = stream.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        let expects = head.field("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        if expects && head.field("x-no-continue").is_none() {
             stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         let body = read_body(&mut w, &head)?;
