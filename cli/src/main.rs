@@ -83,6 +83,7 @@ impl Server {
 
 fn serve(rt: Runtime, s: Serve) -> Result<(), String> {
     let limits = s.limits();
+    let defaults = ServeOptions::default();
     let opts = ServeOptions {
         address: s.address,
         port: s.port,
@@ -91,9 +92,8 @@ fn serve(rt: Runtime, s: Serve) -> Result<(), String> {
         secure: s.secure,
         legacy_handshake: s.legacy_handshake,
         limits,
-        landing: s.landing.unwrap_or_else(|| ServeOptions::default().landing),
+        landing: s.landing.unwrap_or(defaults.landing),
         mem: mem::stats,
-        ..ServeOptions::default()
     };
     JSON_LOGS.store(s.log_format == LogFormat::Json, Ordering::Relaxed);
     let server = Server::start(rt, opts)?;
