@@ -1,6 +1,7 @@
 //! `aether`: expose a local HTTP service at a public URL (`share`), or run the
 //! public server (`serve`). Parses flags, picks a runtime, prints what happens.
 
+mod flags;
 mod mem;
 
 /// Writes one line to stderr with a single `write`.
@@ -26,119 +27,13 @@ use aether_core::hub::ServerEvent;
 use aether_core::id::TunnelId;
 use aether_core::options::{Report, ServeOptions, ShareOptions, ShareStatus};
 use aether_core::supervisor::{ClientEvent, RegisterFailure};
-use argh::FromArgs;
+use flags::{Args, Command, LogFormat, Runtime, Serve, Share};
 
 #[global_allocator]
 static ALLOC: mem::Counting = mem::Counting;
 
-/// aether: make a service on this machine reachable at a public URL.
-#[derive(FromArgs)]
-struct Args {
-    /// async runtime: tokio (default) or smol
-    #[argh(option, default = "Runtime::Tokio", from_str_fn(runtime))]
-    runtime: Runtime,
-    /// print the version and exit
-    #[argh(switch, short = 'V')]
-    version: bool,
-    #[argh(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Runtime {
-    Tokio,
-    Smol,
-}
-
-fn runtime(s: &str) -> Result<Runtime, String> {
-    match s {
-        "tokio" => Ok(Runtime::Tokio),
-        "smol" => Ok(Runtime::Smol),
-        _ => Err(format!("unknown runtime `{s}`: use tokio or smol")),
-    }
-}
-
-#[derive(FromArgs)]
-#[argh(subcommand)]
-enum Command {
-    Serve(Serve),
-    Share(Share),
-}
-
-/// run the public server
-#[derive(FromArgs)]
-#[argh(subcommand, name = "serve")]
-struct Serve {
-    /// address to listen on (default 0.0.0.0)
-    #[argh(option, default = "IpAddr::V4(Ipv4Addr::UNSPECIFIED)")]
-    address: IpAddr,
-    /// public HTTP port (default 8080)
-    #[argh(option, default = "8080")]
-    port: u16,
-    /// port tunnel connections come to (default 62322)
-    #[argh(option, default = "62322")]
-    tunnel_port: u16,
-    /// serve tunnels at <id>.<domain> instead of /<id>
-    #[argh(option)]
-    domain: Option<String>,
-    /// public URLs are https (TLS terminated in front of aether)
-    #[argh(switch)]
-    secure: bool,
-    /// most tunnel connections per tunnel (default 10)
-    #[argh(option, default = "10")]
-    max_conn: usize,
-    /// accept the seed's tokenless `<id>` handshake line
-    #[argh(switch)]
-    legacy_handshake: bool,
-    /// where GET / redirects
-    #[argh(option)]
-    landing: Option<String>,
-    /// log lines as text (default) or json (one object per line)
-    #[argh(option, default = "LogFormat::Text", from_str_fn(log_format))]
-    log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-fn log_format(s: &str) -> Result<LogFormat, String> {
-    match s {
-        "text" => Ok(LogFormat::Text),
-        "json" => Ok(LogFormat::Json),
-        _ => Err(format!("unknown log format `{s}`: use text or json")),
-    }
-}
-
 /// Set once from `--log-format` before the server starts; read by `log_server`.
 static JSON_LOGS: AtomicBool = AtomicBool::new(false);
-
-/// share a local port through a server
-#[derive(FromArgs)]
-#[argh(subcommand, name = "share")]
-struct Share {
-    /// the local port to share
-    #[argh(positional)]
-    port: u16,
-    /// server to register with (host:port or http://host:port); default: $AETHER_SERVER, else an
-    /// embedded server on loopback
-    #[argh(option)]
-    server: Option<String>,
-    /// the tunnel name to ask for
-    #[argh(option)]
-    subdomain: Option<String>,
-    /// host of the local service (default 127.0.0.1)
-    #[argh(option, default = "String::from(\"127.0.0.1\")")]
-    local_host: String,
-    /// print one line per request
-    #[argh(switch)]
-    print_requests: bool,
-    /// the server is the seed's: send a bare `<id>` line
-    #[argh(switch)]
-    legacy: bool,
-}
 
 fn main() -> ExitCode {
     let args: Args = argh::from_env();
@@ -187,20 +82,19 @@ impl Server {
 }
 
 fn serve(rt: Runtime, s: Serve) -> Result<(), String> {
-    let mut opts = ServeOptions {
+    let limits = s.limits();
+    let defaults = ServeOptions::default();
+    let opts = ServeOptions {
         address: s.address,
         port: s.port,
         tunnel_port: s.tunnel_port,
         domain: s.domain,
         secure: s.secure,
         legacy_handshake: s.legacy_handshake,
+        limits,
+        landing: s.landing.unwrap_or(defaults.landing),
         mem: mem::stats,
-        ..ServeOptions::default()
     };
-    opts.limits.max_conn_per_tunnel = s.max_conn.max(1);
-    if let Some(landing) = s.landing {
-        opts.landing = landing;
-    }
     JSON_LOGS.store(s.log_format == LogFormat::Json, Ordering::Relaxed);
     let server = Server::start(rt, opts)?;
     let (http, tunnel) = server.addrs();
@@ -241,6 +135,7 @@ fn share(rt: Runtime, s: Share) -> Result<(), String> {
     opts.subdomain = subdomain;
     opts.local_host = s.local_host;
     opts.legacy = s.legacy;
+    opts.max_conns = s.max_conn;
     let print_requests = s.print_requests;
     let online = Arc::new(AtomicBool::new(false));
     let (seen, shown_server) = (online.clone(), server.clone());
