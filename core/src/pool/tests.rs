@@ -82,97 +82,142 @@ fn expired_waiters_leave_from_the_front() {
 #[derive(Debug, Clone)]
 enum Op {
     Add,
-    Checkout,
+    /// A checkout whose deadline is this many seconds away (`None`: no deadline).
+    Checkout(Option<u64>),
     Checkin(usize),
     Remove(usize),
     Cancel(usize),
+    /// Time passes, then every due waiter at the front is popped.
+    Expire(u64),
+}
+
+/// The rules of SPEC §5 and the module docs, kept apart from the pool: its own connections, idle order,
+/// leases and queue with deadlines.
+struct Model {
+    max_conn: usize,
+    max_waiters: usize,
+    idle: VecDeque<ConnId>,
+    lease: HashMap<ConnId, WaiterId>,
+    queue: VecDeque<(WaiterId, Option<Instant>)>,
+}
+
+impl Model {
+    fn count(&self) -> usize {
+        self.idle.len() + self.lease.len()
+    }
+
+    /// A connection joins: the oldest waiter gets it, else it idles at the back.
+    fn place(&mut self, c: ConnId) -> Option<WaiterId> {
+        match self.queue.pop_front() {
+            Some((w, _)) => {
+                self.lease.insert(c, w);
+                Some(w)
+            }
+            None => {
+                self.idle.push_back(c);
+                None
+            }
+        }
+    }
 }
 
 proptest! {
-    /// Leases are exclusive, the pool never exceeds max_conn, grants follow FIFO order, and
-    /// k idle connections give k distinct connections to k checkouts.
+    /// The pool says exactly what the model predicts after every op: Full once max_conn connections
+    /// are held, round-robin grants over idle connections, a bounded FIFO queue, check-ins and new
+    /// connections to the oldest waiter, and a due waiter at the front leaves at its deadline.
     #[test]
-    fn leases_are_exclusive_and_fifo(
+    fn pool_matches_model(
         max_conn in 1..4usize,
         max_waiters in 0..4usize,
         ops in proptest::collection::vec(prop_oneof![
-            Just(Op::Add), Just(Op::Checkout), (0..8usize).prop_map(Op::Checkin),
-            (0..8usize).prop_map(Op::Remove), (0..8usize).prop_map(Op::Cancel),
-        ], 1..80),
+            2 => Just(Op::Add),
+            3 => proptest::option::weighted(0.8, 0..6u64).prop_map(Op::Checkout),
+            2 => (0..8usize).prop_map(Op::Checkin),
+            1 => (0..8usize).prop_map(Op::Remove),
+            1 => (0..8usize).prop_map(Op::Cancel),
+            1 => (0..4u64).prop_map(Op::Expire),
+        ], 1..100),
     ) {
         let mut p = Pool::new(max_conn, max_waiters);
+        let mut m = Model { max_conn, max_waiters, idle: VecDeque::new(), lease: HashMap::new(), queue: VecDeque::new() };
+        let mut now = Instant::now();
         let (mut next_conn, mut next_waiter) = (0u64, 0u64);
-        let mut lease: HashMap<ConnId, WaiterId> = HashMap::new();
-        let mut queue: VecDeque<WaiterId> = VecDeque::new(); // the model's FIFO
-        let grant = |lease: &mut HashMap<ConnId, WaiterId>, c: ConnId, w: WaiterId| {
-            prop_assert!(lease.insert(c, w).is_none(), "{:?} leased twice", c);
-            Ok(())
-        };
         for op in ops {
             match op {
                 Op::Add => {
                     next_conn += 1;
-                    let full = p.is_full();
-                    match p.add(C(next_conn)) {
-                        Err(PoolError::Full) => prop_assert!(full),
-                        Ok(Some(w)) => {
-                            prop_assert_eq!(Some(w), queue.pop_front());
-                            grant(&mut lease, C(next_conn), w)?;
-                        }
-                        Ok(None) => prop_assert!(queue.is_empty()),
-                        Err(e) => prop_assert!(false, "{}", e),
-                    }
+                    let c = C(next_conn);
+                    let want = if m.count() >= m.max_conn { Err(PoolError::Full) } else { Ok(m.place(c)) };
+                    prop_assert_eq!(p.add(c), want);
+                    // Adding it again: a duplicate once held, still Full if it was refused.
+                    let again = if want.is_ok() { PoolError::Duplicate } else { PoolError::Full };
+                    prop_assert_eq!(p.add(c), Err(again));
                 }
-                Op::Checkout => {
+                Op::Checkout(secs) => {
                     next_waiter += 1;
-                    let idle_before = p.idle_count();
-                    match p.checkout(W(next_waiter), None) {
-                        Checkout::Granted(c) => {
-                            prop_assert!(idle_before > 0);
-                            grant(&mut lease, c, W(next_waiter))?;
-                        }
-                        Checkout::Queued => queue.push_back(W(next_waiter)),
-                        Checkout::QueueFull => prop_assert_eq!(queue.len(), max_waiters),
-                    }
+                    let w = W(next_waiter);
+                    let deadline = secs.map(|s| now + Duration::from_secs(s));
+                    let want = if let Some(c) = m.idle.pop_front() {
+                        m.lease.insert(c, w);
+                        Checkout::Granted(c)
+                    } else if m.queue.len() >= m.max_waiters {
+                        Checkout::QueueFull
+                    } else {
+                        m.queue.push_back((w, deadline));
+                        Checkout::Queued
+                    };
+                    prop_assert_eq!(p.checkout(w, deadline), want);
                 }
                 Op::Checkin(i) => {
-                    let mut busy: Vec<_> = lease.keys().copied().collect();
-                    busy.sort();
-                    if let Some(&c) = busy.get(i % busy.len().max(1)) {
-                        lease.remove(&c);
-                        if let Some(w) = p.checkin(c).unwrap() {
-                            prop_assert_eq!(Some(w), queue.pop_front());
-                            grant(&mut lease, c, w)?;
-                        }
-                    }
+                    let c = C(1 + (i as u64) % next_conn.max(1));
+                    let want = if m.lease.remove(&c).is_some() { Ok(m.place(c)) } else { Err(PoolError::NotBusy) };
+                    prop_assert_eq!(p.checkin(c), want);
                 }
                 Op::Remove(i) => {
                     let c = C(1 + (i as u64) % next_conn.max(1));
-                    let had = p.contains(c);
-                    prop_assert_eq!(p.remove(c), had);
-                    lease.remove(&c);
+                    let before = m.idle.len();
+                    m.idle.retain(|&x| x != c);
+                    let want = m.lease.remove(&c).is_some() || m.idle.len() < before;
+                    prop_assert_eq!(p.remove(c), want);
                 }
                 Op::Cancel(i) => {
                     let w = W(1 + (i as u64) % next_waiter.max(1));
-                    let queued = queue.contains(&w);
-                    prop_assert_eq!(p.cancel(w), queued);
-                    queue.retain(|&q| q != w);
+                    let before = m.queue.len();
+                    m.queue.retain(|q| q.0 != w);
+                    prop_assert_eq!(p.cancel(w), m.queue.len() < before);
+                }
+                Op::Expire(secs) => {
+                    now += Duration::from_secs(secs);
+                    loop {
+                        let want = match m.queue.front() {
+                            Some(&(w, Some(d))) if d <= now => m.queue.pop_front().map(|_| w),
+                            _ => None,
+                        };
+                        prop_assert_eq!(p.pop_expired(now), want);
+                        if want.is_none() {
+                            break;
+                        }
+                    }
                 }
             }
             p.check_invariants();
-            prop_assert_eq!(p.busy_count(), lease.len());
-            prop_assert_eq!(p.waiters().collect::<Vec<_>>(), queue.iter().copied().collect::<Vec<_>>());
+            prop_assert_eq!((p.len(), p.idle_count(), p.busy_count()), (m.count(), m.idle.len(), m.lease.len()));
+            prop_assert_eq!(p.is_full(), m.count() >= max_conn);
+            prop_assert_eq!(p.is_empty(), m.count() == 0);
+            let queued: Vec<_> = m.queue.iter().map(|q| q.0).collect();
+            prop_assert_eq!(p.waiters().collect::<Vec<_>>(), queued);
+            prop_assert_eq!(p.waiting_count(), m.queue.len());
+            for c in 1..=next_conn {
+                prop_assert_eq!(p.contains(C(c)), m.lease.contains_key(&C(c)) || m.idle.contains(&C(c)));
+            }
         }
-        // k idle connections, k checkouts: k distinct connections.
-        let k = p.idle_count();
-        let got: HashSet<_> = (0..k)
-            .filter_map(|i| match p.checkout(W(1000 + i as u64), None) {
-                Checkout::Granted(c) => Some(c),
-                _ => None,
-            })
-            .collect();
-        prop_assert_eq!(got.len(), k);
-        prop_assert!(got.iter().all(|c| !lease.contains_key(c)));
+        // The idle ones are granted in the model's order, then the rest drain oldest first.
+        for c in m.idle.clone() {
+            next_waiter += 1;
+            prop_assert_eq!(p.checkout(W(next_waiter), None), Checkout::Granted(c));
+        }
+        let queued: Vec<_> = m.queue.iter().map(|q| q.0).collect();
+        prop_assert_eq!(p.drain_waiters().collect::<Vec<_>>(), queued);
     }
 }
 
