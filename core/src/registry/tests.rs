@@ -149,43 +149,79 @@ fn op() -> impl Strategy<Value = Op> {
 
 const NAMES: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
 
+/// The model's record of a held name (SPEC §8: held for its token through the offline grace, then free).
+struct Held {
+    token: Token,
+    connected: usize,
+    /// Set while offline: when the name frees up.
+    expires: Option<Instant>,
+}
+
 proptest! {
-    /// Ids are unique and valid; a requested name is granted iff it is free or the resume token is its own.
+    /// The registry does what a model of names, tokens and the offline grace predicts: ids are unique
+    /// and valid; a held name is granted only to its token, with 409 saying when it frees up; every
+    /// tunnel whose grace ran out is expired by `pop_expired` (earliest first) and none before;
+    /// `set_connected` reports Online / Offline exactly on the change between none and some.
     #[test]
-    fn names_are_granted_only_when_free_or_owned(ops in proptest::collection::vec(op(), 1..60)) {
+    fn registry_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let grace = limits(3).offline_grace;
         let mut reg = Registry::new(&limits(3));
         let mut now = Instant::now();
-        // The model: which names are held, with their tokens.
-        let mut held: HashMap<TunnelId, Token> = HashMap::new();
+        let mut held: HashMap<TunnelId, Held> = HashMap::new();
         for op in ops {
             match op {
                 Op::Advance { secs } => {
                     now += Duration::from_secs(secs);
-                    while let Some((gone, t)) = reg.pop_expired(now) {
-                        prop_assert_eq!(t.connected, 0);
-                        prop_assert!(t.expires_at().unwrap() <= now);
-                        prop_assert!(held.remove(&gone).is_some());
+                    let mut due: Vec<(Instant, TunnelId)> = held
+                        .iter()
+                        .filter_map(|(id, h)| h.expires.filter(|e| *e <= now).map(|e| (e, id.clone())))
+                        .collect();
+                    due.sort();
+                    for (at, want) in due {
+                        let (gone, t) = reg.pop_expired(now).expect("a tunnel past its grace was not expired");
+                        prop_assert_eq!(&gone, &want);
+                        prop_assert_eq!((t.connected, t.expires_at()), (0, Some(at)));
+                        held.remove(&gone);
                     }
+                    prop_assert!(reg.pop_expired(now).is_none(), "a tunnel expired before its grace ran out");
+                    let next = held.values().filter_map(|h| h.expires).min();
+                    prop_assert_eq!(reg.next_expiry(), next);
                 }
                 Op::Connect { name, n } => {
-                    reg.set_connected(&id(NAMES[name]), n, now);
+                    let name = id(NAMES[name]);
+                    let want = held.get_mut(&name).and_then(|h| {
+                        let was = std::mem::replace(&mut h.connected, n);
+                        match (was, n) {
+                            (0, 1..) => {
+                                h.expires = None;
+                                Some(Presence::Online)
+                            }
+                            (1.., 0) => {
+                                h.expires = Some(now + grace);
+                                Some(Presence::Offline)
+                            }
+                            _ => None,
+                        }
+                    });
+                    prop_assert_eq!(reg.set_connected(&name, n, now), want);
                 }
                 Op::Register { name, token, seed } => {
                     let name = name.map(|i| id(NAMES[i]));
-                    let holder = name.as_ref().and_then(|n| held.get(n).copied());
+                    let holder = name.as_ref().and_then(|n| held.get(n));
                     let resume = match (token, holder) {
-                        (1, Some(t)) => Some(t),
+                        (1, Some(h)) => Some(h.token),
                         (2, _) => Some(Token::from_bytes([0xee; 16])),
                         _ => None,
                     };
                     let got = reg.register(now, name.clone(), resume.as_ref(), &entropy(seed));
                     match (&name, holder) {
-                        (Some(_), Some(t)) => {
-                            let owned = resume.is_some_and(|r| r.ct_eq(&t));
-                            prop_assert_eq!(got.is_ok(), owned, "held name granted iff token matches");
-                            if let Ok(r) = &got {
-                                prop_assert!(r.resumed && r.token.ct_eq(&t));
-                            }
+                        (Some(_), Some(h)) if resume.is_some_and(|r| r.ct_eq(&h.token)) => {
+                            let r = got.unwrap();
+                            prop_assert!(r.resumed && r.token.ct_eq(&h.token));
+                        }
+                        (Some(_), Some(h)) => {
+                            let retry_after = h.expires.map(|e| e - now);
+                            prop_assert_eq!(got, Err(RegisterError::NameTaken { retry_after }));
                         }
                         _ if held.len() >= 3 => prop_assert_eq!(got, Err(RegisterError::TooManyTunnels)),
                         _ => {
@@ -194,12 +230,17 @@ proptest! {
                             prop_assert!(TunnelId::parse(r.id.as_str()).is_ok());
                             if let Some(n) = &name { prop_assert_eq!(&r.id, n); }
                             prop_assert!(!held.contains_key(&r.id), "id handed out twice: {}", r.id);
-                            held.insert(r.id, r.token);
+                            // A new tunnel starts offline: its grace runs from registration.
+                            held.insert(r.id, Held { token: r.token, connected: 0, expires: Some(now + grace) });
                         }
                     }
                 }
             }
             prop_assert_eq!(reg.len(), held.len());
+            for (name, h) in &held {
+                let t = reg.get(name).expect("a held name is missing");
+                prop_assert_eq!((t.connected, t.expires_at()), (h.connected, h.expires));
+            }
             reg.check_invariants();
         }
     }
