@@ -98,7 +98,7 @@ fn registers_first_then_fills_the_smaller_of_server_and_cap() {
 fn registration_timeout_cancels_retries_and_ignores_the_late_answer() {
     let t = Instant::now();
     let mut s = Supervisor::new(t, ClientConfig::default());
-    let _ = drain(&mut s);
+    assert_eq!(register_of(&drain(&mut s)), RegisterId(1));
     s.handle_timeout(t + 5 * SEC);
     assert!(drain(&mut s).is_empty(), "nothing is due before the deadline");
     s.handle_timeout(t + 10 * SEC);
@@ -142,6 +142,7 @@ fn transient_registration_failures_retry_with_growing_backoff() {
     let mut s = Supervisor::new(t, ClientConfig::default());
     let mut attempt = register_of(&drain(&mut s));
     let mut now = t;
+    let mut last_ceiling = Duration::ZERO;
     for (i, why) in [
         RegisterFailure::Unreachable,
         RegisterFailure::BadReply,
@@ -151,10 +152,15 @@ fn transient_registration_failures_retry_with_growing_backoff() {
     .into_iter()
     .enumerate()
     {
+        let ceiling = s.register_backoff.ceiling();
+        assert!(ceiling > last_ceiling, "attempt {i}: the ceiling did not grow: {ceiling:?}");
+        assert_eq!(ceiling, Duration::from_millis(250 << i), "250 ms doubling (BackoffConfig::default)");
+        last_ceiling = ceiling;
         s.handle(now, Input::RegisterFailed { attempt, why });
         let outs = drain(&mut s);
         let [Output::Event(ClientEvent::RegisterRetry { after, .. })] = &outs[..] else { panic!("{outs:?}") };
-        assert!(*after <= Duration::from_millis(250 << i), "attempt {i}: {after:?}");
+        assert!(*after <= ceiling, "attempt {i}: {after:?}");
+        assert_eq!(s.register_backoff.failures(), i as u32 + 1);
         now = s.poll_timeout().unwrap();
         s.handle_timeout(now);
         attempt = register_of(&drain(&mut s));
@@ -168,8 +174,8 @@ fn retry_after_is_honoured() {
     let mut s = Supervisor::new(t, ClientConfig::default());
     let attempt = register_of(&drain(&mut s));
     let why = RegisterFailure::Rejected { status: 429, message: "slow".into(), retry_after: Some(20 * SEC) };
-    s.handle(t, Input::RegisterFailed { attempt, why });
-    let _ = drain(&mut s);
+    s.handle(t, Input::RegisterFailed { attempt, why: why.clone() });
+    assert_eq!(drain(&mut s), [Output::Event(ClientEvent::RegisterRetry { after: 20 * SEC, why })]);
     assert_eq!(s.poll_timeout(), Some(t + 20 * SEC));
 }
 
@@ -224,7 +230,7 @@ fn a_reregister_loop_backs_off() {
     let at = s.poll_timeout().unwrap();
     assert!(at > t && at <= t + Duration::from_millis(500));
     s.handle_timeout(at);
-    let _ = register_of(&drain(&mut s));
+    assert_eq!(register_of(&drain(&mut s)), RegisterId(3), "the third registration, after the wait");
 }
 
 #[test]
@@ -250,7 +256,12 @@ fn full_with_nothing_live_retries_on_a_timer_not_a_spin() {
     let (mut s, t, dials) = online(ClientConfig::default(), 1, Some(token()));
     s.handle(t, Input::Connected { slot: dials[0] });
     s.handle(t, Input::Verdict { slot: dials[0], verdict: Verdict::Full });
-    let _ = drain(&mut s);
+    let outs = drain(&mut s);
+    assert_eq!(closes(&outs), [dials[0]]);
+    assert!(
+        matches!(events(&outs)[..], [ClientEvent::Reconnecting { why: RetryReason::Full, .. }]),
+        "{outs:?}"
+    );
     let at = s.poll_timeout().expect("a parked slot still has a deadline");
     assert!(at > t);
     s.handle_timeout(at);
@@ -263,7 +274,11 @@ fn failed_dials_back_off_per_slot_and_are_never_fatal() {
     let (mut s, t, dials) = online(cfg, 2, Some(token()));
     let mut slot = dials[0];
     let mut now = t;
+    let mut last_ceiling = Duration::ZERO;
     for i in 0..12u32 {
+        let ceiling = s.slots[0].backoff.ceiling();
+        assert!(ceiling > last_ceiling || ceiling == 30 * SEC, "failure {i}: the ceiling did not grow");
+        last_ceiling = ceiling;
         s.handle(now, Input::ConnectFailed { slot });
         let outs = drain(&mut s);
         let [Output::Event(ClientEvent::Reconnecting { after, why: RetryReason::ConnectFailed, .. })] =
@@ -271,8 +286,9 @@ fn failed_dials_back_off_per_slot_and_are_never_fatal() {
         else {
             panic!("{outs:?}")
         };
-        let ceiling = Duration::from_millis(250u64 << i.min(7)).min(30 * SEC);
+        assert_eq!(ceiling, Duration::from_millis(250u64 << i.min(7)).min(30 * SEC));
         assert!(*after <= ceiling, "failure {i}: {after:?} > {ceiling:?}");
+        assert_eq!(s.slots[0].backoff.failures(), i + 1);
         // Slot 1 is still connecting; its deadline may come first.
         now += *after;
         s.handle_timeout(now);
@@ -356,7 +372,7 @@ fn dials_failing_with_nothing_live_reregister() {
                 ev.contains(&ClientEvent::Reregistering { why: ReregisterReason::DialsFailing }),
                 "{ev:?}"
             );
-            let _ = register_of(&outs);
+            assert_eq!(register_of(&outs), RegisterId(2));
             return;
         }
         now = s.poll_timeout().unwrap();
@@ -391,23 +407,79 @@ fn time_going_backwards_is_clamped() {
     assert_eq!(deadline, t + 13 * SEC);
     // An input stamped earlier does not move the clock back: the verdict deadline stays.
     s.handle(t, Input::Verdict { slot: dials[0], verdict: Verdict::Full });
-    let _ = drain(&mut s);
+    assert_eq!(closes(&drain(&mut s)), [dials[0]]);
     assert!(s.poll_timeout().unwrap() > t + 3 * SEC);
 }
 
-#[test]
-fn fuzz_ops_fixed_inputs() {
-    fuzz_ops(&[]);
-    fuzz_ops(&[0]);
-    // Register OK with 3 conns, connect all, accept, close, time passes.
-    fuzz_ops(&[0, 3, 0, 3, 4, 0, 1, 4, 1, 1, 4, 2, 1, 5, 0, 0, 6, 0, 0, 0, 255, 255, 7, 0, 0]);
-    // Legacy, capped, named; failures, 403-or-502, 409 after being online, time reversal.
-    fuzz_ops(&[0x0b, 3, 9, 1, 3, 1, 2, 2, 200, 0, 4, 0, 1, 5, 0, 5, 3, 10, 0, 0, 100, 0, 7, 1, 4, 6, 0, 1]);
+/// The fixed inputs, also committed as `fuzz/seeds/supervisor_ops/<name>` (the fuzz target's starting corpus).
+fn fixed_inputs() -> Vec<(&'static str, Vec<u8>)> {
     let mut long = vec![0x20];
     for i in 0..600u32 {
         long.extend_from_slice(&[(i * 7 % 251) as u8, (i * 13 % 253) as u8, (i * 31 % 255) as u8]);
     }
-    fuzz_ops(&long);
+    vec![
+        // Register OK with 3 conns, connect all, accept one and close it; the other two time out.
+        (
+            "online-accept-close",
+            vec![0, 3, 0, 3, 4, 0, 1, 4, 1, 1, 4, 2, 1, 5, 0, 0, 6, 0, 0, 0, 255, 255, 7, 0, 0],
+        ),
+        // Legacy, capped to 1, named, re-register after 3 dead dials: a 502, online, an early close and two
+        // failed dials, re-registration, a 409 (not fatal after being online), time reversal, online again.
+        (
+            "legacy-409-after-online",
+            vec![
+                0x1b, 3, 9, 1, 0, 100, 0, 3, 1, 2, 4, 0, 1, 6, 0, 1, 0, 100, 0, 4, 0, 0, 0, 100, 0, 4, 0, 0,
+                3, 10, 0, 2, 200, 0, 0, 100, 0, 0, 100, 0, 3, 0, 1,
+            ],
+        ),
+        ("long-mixed", long),
+    ]
+}
+
+/// What each fixed input (and committed seed) must reach, as its comment says.
+fn expected_outcome(name: &str) -> sim::Outcomes {
+    let o = sim::Outcomes::default();
+    match name {
+        "online-accept-close" => sim::Outcomes { online: 1, live: 1, reconnects: 3, ..o },
+        "legacy-409-after-online" => {
+            sim::Outcomes { online: 2, live: 1, reregistered: 1, register_retries: 2, reconnects: 3, ..o }
+        }
+        "long-mixed" => {
+            sim::Outcomes { online: 8, live: 4, reregistered: 7, register_retries: 11, reconnects: 52, ..o }
+        }
+        other => panic!("no expected outcome for seed {other}"),
+    }
+}
+
+#[test]
+fn committed_seeds_are_the_fixed_inputs() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/supervisor_ops");
+    if std::env::var_os("AETHER_WRITE_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, data) in fixed_inputs() {
+            std::fs::write(dir.join(name), data).unwrap();
+        }
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(run_ops(&std::fs::read(&path).unwrap()), expected_outcome(&name), "seed {name}");
+        names.push(name);
+    }
+    names.sort();
+    let mut want: Vec<_> = fixed_inputs().into_iter().map(|(n, _)| n.to_string()).collect();
+    want.sort();
+    assert_eq!(names, want);
+}
+
+#[test]
+fn fuzz_ops_fixed_inputs_reach_their_states() {
+    assert_eq!(run_ops(&[]), sim::Outcomes::default());
+    assert_eq!(run_ops(&[0]), sim::Outcomes::default());
+    for (name, data) in fixed_inputs() {
+        assert_eq!(run_ops(&data), expected_outcome(name), "{name}");
+    }
 }
 
 proptest! {
