@@ -860,3 +860,6 @@ mod sim;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod liveness;
