@@ -863,3 +863,6 @@ mod tests;
 
 #[cfg(test)]
 mod liveness;
+
+#[cfg(test)]
+mod seeds;

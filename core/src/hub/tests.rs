@@ -272,7 +272,7 @@ fn status_documents() {
     assert!(hub.tunnel_status(hub.now, &id("nope")).is_none());
 }
 
-/// The fixed inputs, also committed as `fuzz/seeds/hub_ops/<name>` (the fuzz target's starting corpus).
+/// The fixed inputs, also committed as `fuzz/seeds/hub_ops/<name>` (rewrite them with `AETHER_WRITE_SEEDS=1`).
 fn fixed_inputs() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         // One connection, no queue: register alpha, hello x2 (the second is Full), checkout x3 (one granted,

@@ -30,10 +30,7 @@ impl World {
         let next_input = self.pending.iter().map(|p| p.0).min();
         let next = match (next_input, s.poll_timeout()) {
             (Some(a), Some(b)) => a.min(b),
-            (a, b) => match a.or(b) {
-                Some(t) => t,
-                None => return None,
-            },
+            (a, b) => a.or(b)?,
         };
         self.now = self.now.max(next);
         if let Some(i) = self.pending.iter().position(|p| p.0 <= self.now) {
