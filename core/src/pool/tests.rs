@@ -56,7 +56,7 @@ fn waiters_are_served_oldest_first_and_the_queue_is_bounded() {
 fn a_new_connection_goes_to_the_oldest_waiter() {
     let mut p = Pool::new(2, 4);
     p.add(C(1)).unwrap();
-    let _ = p.checkout(W(1), None);
+    assert_eq!(p.checkout(W(1), None), Checkout::Granted(C(1)));
     assert_eq!(p.checkout(W(2), None), Checkout::Queued);
     assert_eq!(p.checkout(W(3), None), Checkout::Queued);
     assert!(p.cancel(W(2)));
@@ -70,9 +70,9 @@ fn expired_waiters_leave_from_the_front() {
     let t = Instant::now();
     let mut p = Pool::new(1, 4);
     p.add(C(1)).unwrap();
-    let _ = p.checkout(W(1), None);
-    let _ = p.checkout(W(2), Some(t + Duration::from_secs(1)));
-    let _ = p.checkout(W(3), Some(t + Duration::from_secs(2)));
+    assert_eq!(p.checkout(W(1), None), Checkout::Granted(C(1)));
+    assert_eq!(p.checkout(W(2), Some(t + Duration::from_secs(1))), Checkout::Queued);
+    assert_eq!(p.checkout(W(3), Some(t + Duration::from_secs(2))), Checkout::Queued);
     assert_eq!(p.pop_expired(t), None);
     assert_eq!(p.pop_expired(t + Duration::from_secs(1)), Some(W(2)));
     assert_eq!(p.pop_expired(t + Duration::from_secs(1)), None);
