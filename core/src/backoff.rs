@@ -107,8 +107,9 @@ mod tests {
         let mut rng = Rng::new(1);
         let mut ceilings = Vec::new();
         for _ in 0..10 {
-            ceilings.push(b.ceiling().as_millis());
-            let _ = b.fail(&mut rng);
+            let ceiling = b.ceiling();
+            ceilings.push(ceiling.as_millis());
+            assert!(b.fail(&mut rng) <= ceiling);
         }
         assert_eq!(ceilings, [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
         assert_eq!(b.failures(), 10);
@@ -146,7 +147,8 @@ mod tests {
         let huge = BackoffConfig { base: Duration::MAX, factor: u32::MAX, cap: Duration::MAX };
         let mut b = Backoff::new(huge);
         for _ in 0..100 {
-            let _ = b.fail(&mut rng);
+            let ceiling = b.ceiling();
+            assert!(b.fail(&mut rng) <= ceiling);
         }
         assert_eq!(b.ceiling(), Duration::MAX);
         let zero = BackoffConfig { base: Duration::ZERO, factor: 0, cap: Duration::ZERO };
@@ -154,7 +156,7 @@ mod tests {
         // factor 0 counts as 1: a constant backoff, not one that collapses to zero.
         let flat = BackoffConfig { base: Duration::from_secs(2), factor: 0, cap: Duration::from_secs(9) };
         let mut b = Backoff::new(flat);
-        let _ = b.fail(&mut rng);
+        assert!(b.fail(&mut rng) <= Duration::from_secs(2));
         assert_eq!(b.ceiling(), Duration::from_secs(2));
     }
 
@@ -192,7 +194,8 @@ mod tests {
             let mut b = Backoff::new(cfg);
             let mut rng = Rng::new(seed);
             for _ in 0..(8 + extra) {
-                let _ = b.fail(&mut rng);
+                let ceiling = b.ceiling();
+                prop_assert!(b.fail(&mut rng) <= ceiling);
             }
             prop_assert_eq!(b.ceiling(), cfg.cap);
             prop_assert!(b.fail(&mut rng) <= cfg.cap);

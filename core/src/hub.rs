@@ -612,8 +612,14 @@ mod sim;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub fn fuzz_ops(data: &[u8]) {
+    run_ops(data);
+}
+
+/// [`fuzz_ops`], returning what the run reached.
+#[cfg(any(test, feature = "fuzzing"))]
+fn run_ops(data: &[u8]) -> sim::Outcomes {
     let (config, ops) = sim::decode(data);
-    sim::Sim::new(config).run(&ops);
+    sim::Sim::new(config).run(&ops)
 }
 
 #[cfg(test)]

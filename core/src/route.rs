@@ -322,12 +322,39 @@ mod tests {
             prop_assert_eq!(forwarded(&target, rw), want);
         }
 
-        /// Routing never panics and never proxies to an invalid id, whatever the input.
+        /// Routing is total on noise, and in path mode a target `/<name><rest>` whose name is a valid id
+        /// is proxied to that tunnel with `<rest>` forwarded byte for byte (`/` when empty), SPEC §5.
         #[test]
-        fn total_on_noise(host in proptest::collection::vec(any::<u8>(), 0..40), target in proptest::collection::vec(any::<u8>(), 0..60), domain in any::<bool>()) {
+        fn total_on_noise(
+            host in proptest::collection::vec(any::<u8>(), 0..40),
+            noise in proptest::collection::vec(any::<u8>(), 0..60),
+            name in prop_oneof!["[a-z0-9]{4,12}", "[a-z0-9-]{0,66}"],
+            rest in proptest::collection::vec(any::<u8>(), 0..40),
+            sep in prop_oneof![Just(None), Just(Some(b'/')), Just(Some(b'?'))],
+            shape in 0..3u8,
+            domain in any::<bool>(),
+        ) {
             let cfg = if domain { domain_mode() } else { path_mode() };
-            if let Ok(Route::Proxy { target: rw, .. }) = route(&cfg, Method::Get, Some(&host), &target) {
+            // Mostly `/<name>[/?]<rest>`, sometimes raw noise.
+            let rest: Vec<u8> = match sep { Some(s) => [&[s][..], &rest].concat(), None => Vec::new() };
+            let target = if shape == 0 { noise } else { [b"/", name.as_bytes(), &rest].concat() };
+            let got = route(&cfg, Method::Get, Some(&host), &target);
+            if let Ok(Route::Proxy { target: rw, .. }) = &got {
                 prop_assert!(rw.skip <= target.len());
+            }
+            if shape != 0 && !domain {
+                match TunnelId::parse(&name) {
+                    Ok(want) => {
+                        let Ok(Route::Proxy { tunnel, target: rw }) = got else {
+                            return Err(TestCaseError::fail(format!("{target:?} not proxied: {got:?}")));
+                        };
+                        prop_assert_eq!(tunnel, want);
+                        let sent = [if rw.lead_slash { &b"/"[..] } else { b"" }, &target[rw.skip..]].concat();
+                        let expected = if rest.first() == Some(&b'/') { rest.clone() } else { [b"/", &rest[..]].concat() };
+                        prop_assert_eq!(sent, expected);
+                    }
+                    Err(_) => prop_assert!(!matches!(got, Ok(Route::Proxy { .. })), "invalid name proxied"),
+                }
             }
         }
     }

@@ -840,12 +840,19 @@ impl Supervisor {
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub fn fuzz_ops(data: &[u8]) {
-    let Some((&config, rest)) = data.split_first() else { return };
+    run_ops(data);
+}
+
+/// [`fuzz_ops`], returning what the run reached (empty input: nothing).
+#[cfg(any(test, feature = "fuzzing"))]
+fn run_ops(data: &[u8]) -> sim::Outcomes {
+    let Some((&config, rest)) = data.split_first() else { return sim::Outcomes::default() };
     let mut sim = sim::Sim::new(config);
     for op in rest.chunks(3) {
         let at = |i: usize| op.get(i).copied().unwrap_or(0);
         sim.step(sim::Op::from_parts(at(0), at(1), at(2)));
     }
+    sim.outcomes
 }
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -853,3 +860,9 @@ mod sim;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod liveness;
+
+#[cfg(test)]
+mod seeds;

@@ -165,9 +165,12 @@ impl Model {
         }
     }
 
+    /// An offline refusal carrying the grace left (not the value told): the driver checks the told
+    /// `Retry-After` against it (see [`Sim::check_retry_after`]).
     fn offline(&self, t: &MTunnel) -> Refusal {
-        let left = t.expires.map_or(OFFLINE_RETRY_AFTER, |e| e.saturating_duration_since(self.now));
-        Refusal::Offline { retry_after: left.clamp(Duration::from_secs(1), OFFLINE_RETRY_AFTER) }
+        Refusal::Offline {
+            retry_after: t.expires.map_or(Duration::MAX, |e| e.saturating_duration_since(self.now)),
+        }
     }
 
     /// What registration should do; `Ok(None)` for "a fresh random name".
@@ -298,6 +301,28 @@ pub(crate) struct Sim {
     queued: HashMap<TunnelId, VecDeque<(WaiterId, Option<Instant>)>>,
     ended: HashSet<WaiterId>,
     cancelled: HashSet<WaiterId>,
+    outcomes: Outcomes,
+}
+
+/// Counts of what a run reached, for tests that claim an input gets somewhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Outcomes {
+    /// Tunnels registered (resumes included).
+    pub registered: u32,
+    /// Hellos accepted.
+    pub accepted: u32,
+    /// Requests granted a connection.
+    pub granted: u32,
+    /// Requests refused 503 offline.
+    pub offline: u32,
+    /// Requests refused 503 queue full.
+    pub queue_full: u32,
+    /// Requests refused 504 at their deadline.
+    pub timed_out: u32,
+    /// Requests refused 404.
+    pub unknown: u32,
+    /// Tunnels expired.
+    pub expired: u32,
 }
 
 impl Sim {
@@ -318,11 +343,12 @@ impl Sim {
             queued: HashMap::new(),
             ended: HashSet::new(),
             cancelled: HashSet::new(),
+            outcomes: Outcomes::default(),
         }
     }
 
     /// Runs all steps, then lets every deadline pass and checks that no waiter was lost.
-    pub(crate) fn run(mut self, steps: &[Step]) {
+    pub(crate) fn run(mut self, steps: &[Step]) -> Outcomes {
         for step in steps {
             self.step(*step);
         }
@@ -330,6 +356,7 @@ impl Sim {
         assert!(self.queued.values().all(|q| q.is_empty()), "waiters left after every deadline passed");
         assert_eq!(self.hub.poll_timeout(), None, "a deadline outlived an hour of silence");
         assert_eq!((self.ended.len() + self.cancelled.len()) as u64, self.next_waiter, "a waiter was lost");
+        self.outcomes
     }
 
     fn step(&mut self, step: Step) {
@@ -396,6 +423,7 @@ impl Sim {
             }
         }
         let got: Vec<Output> = std::iter::from_fn(|| self.hub.poll()).collect();
+        Self::check_retry_after(&got, &mut want);
         assert_eq!(got, want, "hub and model disagree on {step:?}");
         for out in &got {
             self.observe(out);
@@ -408,6 +436,32 @@ impl Sim {
             }
         }
         self.check(step);
+    }
+
+    /// SPEC §5/§8: an offline tunnel's 503 carries a `Retry-After` while the name is held; the hub
+    /// promises (OFFLINE_RETRY_AFTER) a soon one, clients reconnecting within seconds: between 1 s and
+    /// 5 s, and not past the end of the grace unless under 1 s is left. `want` carries the grace left.
+    fn check_retry_after(got: &[Output], want: &mut [Output]) {
+        for (g, w) in got.iter().zip(want.iter_mut()) {
+            if let (
+                Output::Refused { why: Refusal::Offline { retry_after: told }, waiter: a },
+                Output::Refused { why: Refusal::Offline { retry_after: left }, waiter: b },
+            ) = (g, &mut *w)
+            {
+                if a != b {
+                    continue;
+                }
+                assert!(
+                    *told >= Duration::from_secs(1) && *told <= OFFLINE_RETRY_AFTER,
+                    "Retry-After {told:?}"
+                );
+                assert!(
+                    *told <= (*left).max(Duration::from_secs(1)),
+                    "Retry-After {told:?} past the grace ({left:?} left)"
+                );
+                *left = *told;
+            }
+        }
     }
 
     fn register(&mut self, given: Instant, name: u8, resume: u8, want: &mut Vec<Output>) {
@@ -478,6 +532,18 @@ impl Sim {
 
     /// Checks one output against what the driver saw before it, independently of the model.
     fn observe(&mut self, out: &Output) {
+        let o = &mut self.outcomes;
+        match out {
+            Output::Event(ServerEvent::Registered { .. }) => o.registered += 1,
+            Output::Event(ServerEvent::Expired { .. }) => o.expired += 1,
+            Output::Verdict { verdict: Verdict::Accepted, .. } => o.accepted += 1,
+            Output::Granted { .. } => o.granted += 1,
+            Output::Refused { why: Refusal::Offline { .. }, .. } => o.offline += 1,
+            Output::Refused { why: Refusal::QueueFull, .. } => o.queue_full += 1,
+            Output::Refused { why: Refusal::TimedOut, .. } => o.timed_out += 1,
+            Output::Refused { why: Refusal::UnknownTunnel, .. } => o.unknown += 1,
+            _ => {}
+        }
         let (waiter, conn) = match out {
             Output::Granted { waiter, conn } => (*waiter, Some(*conn)),
             Output::Refused { waiter, .. } => (*waiter, None),

@@ -194,15 +194,22 @@ fn busy_tunnel_queues_fifo_then_503_when_full_and_504_at_deadline() {
     // Cancelling a finished waiter is a harmless race.
     hub.handle(t0 + 33 * SEC, Input::Cancel { waiter: WaiterId(3) });
     assert!(drain(&mut hub).is_empty());
+    // `requests` counts every visitor request routed to the tunnel, answered or refused (the four
+    // checkouts above), and `idle_secs` runs from the last of them (at 2 s), per TunnelStatus's docs.
+    let (routed, last_request) = (4, 2);
     let s = hub.tunnel_status(t0 + 40 * SEC, &id("myapp")).unwrap();
-    assert_eq!((s.busy, s.idle, s.waiting, s.requests, s.age_secs, s.idle_secs), (1, 0, 0, 4, 40, 38));
+    assert_eq!((s.busy, s.idle, s.waiting), (1, 0, 0));
+    assert_eq!((s.requests, s.age_secs, s.idle_secs), (routed, 40, 40 - last_request));
 }
 
 #[test]
 fn a_new_connection_serves_the_oldest_waiter_and_cancel_leaves_no_trace() {
     let (mut hub, t0, token) = setup(cfg());
     hello(&mut hub, t0, 1, Some(token));
-    let _ = checkout(&mut hub, t0, 1, "myapp");
+    assert_eq!(
+        checkout(&mut hub, t0, 1, "myapp"),
+        vec![Output::Granted { waiter: WaiterId(1), conn: ConnId(1) }]
+    );
     assert!(checkout(&mut hub, t0, 2, "myapp").is_empty());
     assert!(checkout(&mut hub, t0, 3, "myapp").is_empty());
     hub.handle(t0, Input::Cancel { waiter: WaiterId(2) });
@@ -219,8 +226,11 @@ fn a_new_connection_serves_the_oldest_waiter_and_cancel_leaves_no_trace() {
 fn losing_the_last_connection_refuses_the_queue_as_offline() {
     let (mut hub, t0, token) = setup(cfg());
     hello(&mut hub, t0, 1, Some(token));
-    let _ = checkout(&mut hub, t0, 1, "myapp");
-    let _ = checkout(&mut hub, t0, 2, "myapp");
+    assert_eq!(
+        checkout(&mut hub, t0, 1, "myapp"),
+        vec![Output::Granted { waiter: WaiterId(1), conn: ConnId(1) }]
+    );
+    assert!(checkout(&mut hub, t0, 2, "myapp").is_empty(), "the second request queues");
     hub.handle(t0 + SEC, Input::ConnClosed { conn: ConnId(1) });
     let offline = Refusal::Offline { retry_after: OFFLINE_RETRY_AFTER };
     assert_eq!(
@@ -262,15 +272,81 @@ fn status_documents() {
     assert!(hub.tunnel_status(hub.now, &id("nope")).is_none());
 }
 
+/// The fixed inputs, also committed as `fuzz/seeds/hub_ops/<name>` (rewrite them with `AETHER_WRITE_SEEDS=1`).
+fn fixed_inputs() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        // One connection, no queue: register alpha, hello x2 (the second is Full), checkout x3 (one granted,
+        // two 503 queue-full), checkin, close, timeout: alpha expires.
+        (
+            "register-hello-checkout",
+            vec![0x06, 0, 0, 0, 1, 0, 5, 1, 0, 5, 3, 0, 0, 3, 0, 0, 3, 0, 0, 5, 0, 10, 2, 0, 220, 7, 0, 255],
+        ),
+        (
+            "domain-legacy-mixed",
+            vec![0xff, 0, 3, 0, 0x21, 3, 0, 3, 3, 0, 0x09, 0, 0, 4, 1, 1, 0x10, 0, 0, 6, 0, 250],
+        ),
+        // One connection, a queue of one: the second request waits past its 5 s deadline (504).
+        ("queued-times-out", vec![0x08, 0, 0, 0, 1, 0, 0, 3, 0, 0, 3, 0, 0, 6, 0, 250]),
+        ("every-byte", (0..=255u8).collect()),
+        ("long-hash", (0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()),
+    ]
+}
+
+fn expected_outcome(name: &str) -> sim::Outcomes {
+    let o = sim::Outcomes::default();
+    match name {
+        "register-hello-checkout" => {
+            sim::Outcomes { registered: 1, accepted: 1, granted: 1, queue_full: 2, expired: 1, ..o }
+        }
+        "domain-legacy-mixed" => sim::Outcomes { registered: 2, accepted: 1, granted: 1, expired: 1, ..o },
+        "queued-times-out" => sim::Outcomes { registered: 1, accepted: 1, granted: 1, timed_out: 1, ..o },
+        // The long runs reach every kind of ending but a timeout.
+        "every-byte" => {
+            sim::Outcomes { registered: 6, accepted: 2, granted: 2, offline: 5, unknown: 3, expired: 2, ..o }
+        }
+        "long-hash" => sim::Outcomes {
+            registered: 13,
+            accepted: 2,
+            granted: 11,
+            offline: 5,
+            queue_full: 2,
+            unknown: 8,
+            expired: 6,
+            ..o
+        },
+        other => panic!("no expected outcome for seed {other}"),
+    }
+}
+
 #[test]
-fn fuzz_ops_over_fixed_inputs() {
-    fuzz_ops(&[]);
-    fuzz_ops(&[0]);
-    // Register alpha, hello x2, checkout x3, checkin, close, timeout, with varied configs and gaps.
-    fuzz_ops(&[0x06, 0, 0, 0, 1, 0, 5, 1, 0, 5, 3, 0, 0, 3, 0, 0, 3, 0, 0, 5, 0, 10, 2, 0, 220, 7, 0, 255]);
-    fuzz_ops(&[0xff, 0, 3, 0, 0x21, 3, 0, 3, 3, 0, 0x09, 0, 0, 4, 1, 1, 0x10, 0, 0, 6, 0, 250]);
-    fuzz_ops(&(0..=255u8).collect::<Vec<_>>());
-    fuzz_ops(&(0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>());
+fn fuzz_ops_fixed_inputs_reach_their_states() {
+    assert_eq!(run_ops(&[]), sim::Outcomes::default());
+    assert_eq!(run_ops(&[0]), sim::Outcomes::default());
+    for (name, data) in fixed_inputs() {
+        assert_eq!(run_ops(&data), expected_outcome(name), "{name}");
+    }
+}
+
+#[test]
+fn committed_seeds_are_the_fixed_inputs() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/hub_ops");
+    if std::env::var_os("AETHER_WRITE_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, data) in fixed_inputs() {
+            std::fs::write(dir.join(name), data).unwrap();
+        }
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(run_ops(&std::fs::read(&path).unwrap()), expected_outcome(&name), "seed {name}");
+        names.push(name);
+    }
+    names.sort();
+    let mut want: Vec<_> = fixed_inputs().into_iter().map(|(n, _)| n.to_string()).collect();
+    want.sort();
+    assert_eq!(names, want);
 }
 
 fn op() -> impl Strategy<Value = Op> {

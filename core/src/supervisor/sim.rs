@@ -61,6 +61,27 @@ pub(super) struct Sim {
     done: Vec<SlotId>,
     done_regs: Vec<RegisterId>,
     fatal: bool,
+    /// The status of the registration failure fed last, if it was a rejection.
+    rejected: Option<u16>,
+    /// What the conversation reached, for tests that claim an input gets somewhere.
+    pub(super) outcomes: Outcomes,
+}
+
+/// Counts of what a run reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Outcomes {
+    /// `Online` events (registrations that succeeded).
+    pub online: u32,
+    /// Connections that became live.
+    pub live: u32,
+    /// `Reregistering` events.
+    pub reregistered: u32,
+    /// `RegisterRetry` events.
+    pub register_retries: u32,
+    /// `Reconnecting` events.
+    pub reconnects: u32,
+    /// A `Fatal` event.
+    pub fatal: bool,
 }
 
 impl Sim {
@@ -91,6 +112,8 @@ impl Sim {
             done: Vec::new(),
             done_regs: Vec::new(),
             fatal: false,
+            rejected: None,
+            outcomes: Outcomes::default(),
         };
         sim.drain_and_check(false);
         sim
@@ -124,7 +147,13 @@ impl Sim {
                         self.lease = Some(reply.clone());
                         Input::Registered { attempt, reply }
                     }
-                    Err(why) => Input::RegisterFailed { attempt, why },
+                    Err(why) => {
+                        self.rejected = match &why {
+                            RegisterFailure::Rejected { status, .. } => Some(*status),
+                            _ => None,
+                        };
+                        Input::RegisterFailed { attempt, why }
+                    }
                 };
                 self.feed(Some(input));
             }
@@ -136,6 +165,7 @@ impl Sim {
                 if ok {
                     let expect = self.conns[&slot] == Conn::Connecting { expect: true };
                     self.conns.insert(slot, if expect { Conn::AwaitVerdict } else { Conn::Live });
+                    self.outcomes.live += u32::from(!expect);
                     self.feed(Some(Input::Connected { slot }));
                 } else {
                     self.forget(slot);
@@ -154,6 +184,7 @@ impl Sim {
                 };
                 if verdict == Verdict::Accepted {
                     self.conns.insert(slot, Conn::Live);
+                    self.outcomes.live += 1;
                 }
                 self.feed(Some(Input::Verdict { slot, verdict }));
                 if verdict != Verdict::Accepted {
@@ -294,15 +325,33 @@ impl Sim {
                 self.forget(*slot);
             }
             Output::Event(ClientEvent::Fatal { error }) => {
-                assert!(!error.to_string().is_empty());
+                // Only a 403, or a 409 before the first success, is fatal; it names what was asked for.
+                let asked = self.cfg.name.clone();
+                match error {
+                    FatalError::NameRefused { name, .. } => {
+                        assert_eq!(
+                            (self.rejected, name),
+                            (Some(403), &self.lease.as_ref().map(|l| l.id.clone()).or(asked))
+                        )
+                    }
+                    FatalError::NameTaken { name, .. } => {
+                        assert!(self.lease.is_none(), "409 after being online must not be fatal");
+                        assert_eq!((self.rejected, name), (Some(409), &asked));
+                    }
+                }
                 self.fatal = true;
+                self.outcomes.fatal = true;
             }
-            Output::Event(
-                ClientEvent::Reconnecting { after, .. } | ClientEvent::RegisterRetry { after, .. },
-            ) => {
+            Output::Event(ClientEvent::Reconnecting { after, .. }) => {
                 assert!(*after >= MIN_DELAY);
+                self.outcomes.reconnects += 1;
             }
-            Output::Event(_) => {}
+            Output::Event(ClientEvent::RegisterRetry { after, .. }) => {
+                assert!(*after >= MIN_DELAY);
+                self.outcomes.register_retries += 1;
+            }
+            Output::Event(ClientEvent::Online { .. }) => self.outcomes.online += 1,
+            Output::Event(ClientEvent::Reregistering { .. }) => self.outcomes.reregistered += 1,
         }
     }
 

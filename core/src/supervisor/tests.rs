@@ -98,7 +98,7 @@ fn registers_first_then_fills_the_smaller_of_server_and_cap() {
 fn registration_timeout_cancels_retries_and_ignores_the_late_answer() {
     let t = Instant::now();
     let mut s = Supervisor::new(t, ClientConfig::default());
-    let _ = drain(&mut s);
+    assert_eq!(register_of(&drain(&mut s)), RegisterId(1));
     s.handle_timeout(t + 5 * SEC);
     assert!(drain(&mut s).is_empty(), "nothing is due before the deadline");
     s.handle_timeout(t + 10 * SEC);
@@ -142,6 +142,7 @@ fn transient_registration_failures_retry_with_growing_backoff() {
     let mut s = Supervisor::new(t, ClientConfig::default());
     let mut attempt = register_of(&drain(&mut s));
     let mut now = t;
+    let mut last_ceiling = Duration::ZERO;
     for (i, why) in [
         RegisterFailure::Unreachable,
         RegisterFailure::BadReply,
@@ -151,10 +152,15 @@ fn transient_registration_failures_retry_with_growing_backoff() {
     .into_iter()
     .enumerate()
     {
+        let ceiling = s.register_backoff.ceiling();
+        assert!(ceiling > last_ceiling, "attempt {i}: the ceiling did not grow: {ceiling:?}");
+        assert_eq!(ceiling, Duration::from_millis(250 << i), "250 ms doubling (BackoffConfig::default)");
+        last_ceiling = ceiling;
         s.handle(now, Input::RegisterFailed { attempt, why });
         let outs = drain(&mut s);
         let [Output::Event(ClientEvent::RegisterRetry { after, .. })] = &outs[..] else { panic!("{outs:?}") };
-        assert!(*after <= Duration::from_millis(250 << i), "attempt {i}: {after:?}");
+        assert!(*after <= ceiling, "attempt {i}: {after:?}");
+        assert_eq!(s.register_backoff.failures(), i as u32 + 1);
         now = s.poll_timeout().unwrap();
         s.handle_timeout(now);
         attempt = register_of(&drain(&mut s));
@@ -168,8 +174,8 @@ fn retry_after_is_honoured() {
     let mut s = Supervisor::new(t, ClientConfig::default());
     let attempt = register_of(&drain(&mut s));
     let why = RegisterFailure::Rejected { status: 429, message: "slow".into(), retry_after: Some(20 * SEC) };
-    s.handle(t, Input::RegisterFailed { attempt, why });
-    let _ = drain(&mut s);
+    s.handle(t, Input::RegisterFailed { attempt, why: why.clone() });
+    assert_eq!(drain(&mut s), [Output::Event(ClientEvent::RegisterRetry { after: 20 * SEC, why })]);
     assert_eq!(s.poll_timeout(), Some(t + 20 * SEC));
 }
 
@@ -224,7 +230,7 @@ fn a_reregister_loop_backs_off() {
     let at = s.poll_timeout().unwrap();
     assert!(at > t && at <= t + Duration::from_millis(500));
     s.handle_timeout(at);
-    let _ = register_of(&drain(&mut s));
+    assert_eq!(register_of(&drain(&mut s)), RegisterId(3), "the third registration, after the wait");
 }
 
 #[test]
@@ -250,7 +256,12 @@ fn full_with_nothing_live_retries_on_a_timer_not_a_spin() {
     let (mut s, t, dials) = online(ClientConfig::default(), 1, Some(token()));
     s.handle(t, Input::Connected { slot: dials[0] });
     s.handle(t, Input::Verdict { slot: dials[0], verdict: Verdict::Full });
-    let _ = drain(&mut s);
+    let outs = drain(&mut s);
+    assert_eq!(closes(&outs), [dials[0]]);
+    assert!(
+        matches!(events(&outs)[..], [ClientEvent::Reconnecting { why: RetryReason::Full, .. }]),
+        "{outs:?}"
+    );
     let at = s.poll_timeout().expect("a parked slot still has a deadline");
     assert!(at > t);
     s.handle_timeout(at);
@@ -263,7 +274,11 @@ fn failed_dials_back_off_per_slot_and_are_never_fatal() {
     let (mut s, t, dials) = online(cfg, 2, Some(token()));
     let mut slot = dials[0];
     let mut now = t;
+    let mut last_ceiling = Duration::ZERO;
     for i in 0..12u32 {
+        let ceiling = s.slots[0].backoff.ceiling();
+        assert!(ceiling > last_ceiling || ceiling == 30 * SEC, "failure {i}: the ceiling did not grow");
+        last_ceiling = ceiling;
         s.handle(now, Input::ConnectFailed { slot });
         let outs = drain(&mut s);
         let [Output::Event(ClientEvent::Reconnecting { after, why: RetryReason::ConnectFailed, .. })] =
@@ -271,8 +286,9 @@ fn failed_dials_back_off_per_slot_and_are_never_fatal() {
         else {
             panic!("{outs:?}")
         };
-        let ceiling = Duration::from_millis(250u64 << i.min(7)).min(30 * SEC);
+        assert_eq!(ceiling, Duration::from_millis(250u64 << i.min(7)).min(30 * SEC));
         assert!(*after <= ceiling, "failure {i}: {after:?} > {ceiling:?}");
+        assert_eq!(s.slots[0].backoff.failures(), i + 1);
         // Slot 1 is still connecting; its deadline may come first.
         now += *after;
         s.handle_timeout(now);
@@ -356,7 +372,7 @@ fn dials_failing_with_nothing_live_reregister() {
                 ev.contains(&ClientEvent::Reregistering { why: ReregisterReason::DialsFailing }),
                 "{ev:?}"
             );
-            let _ = register_of(&outs);
+            assert_eq!(register_of(&outs), RegisterId(2));
             return;
         }
         now = s.poll_timeout().unwrap();
@@ -391,23 +407,8 @@ fn time_going_backwards_is_clamped() {
     assert_eq!(deadline, t + 13 * SEC);
     // An input stamped earlier does not move the clock back: the verdict deadline stays.
     s.handle(t, Input::Verdict { slot: dials[0], verdict: Verdict::Full });
-    let _ = drain(&mut s);
+    assert_eq!(closes(&drain(&mut s)), [dials[0]]);
     assert!(s.poll_timeout().unwrap() > t + 3 * SEC);
-}
-
-#[test]
-fn fuzz_ops_fixed_inputs() {
-    fuzz_ops(&[]);
-    fuzz_ops(&[0]);
-    // Register OK with 3 conns, connect all, accept, close, time passes.
-    fuzz_ops(&[0, 3, 0, 3, 4, 0, 1, 4, 1, 1, 4, 2, 1, 5, 0, 0, 6, 0, 0, 0, 255, 255, 7, 0, 0]);
-    // Legacy, capped, named; failures, 403-or-502, 409 after being online, time reversal.
-    fuzz_ops(&[0x0b, 3, 9, 1, 3, 1, 2, 2, 200, 0, 4, 0, 1, 5, 0, 5, 3, 10, 0, 0, 100, 0, 7, 1, 4, 6, 0, 1]);
-    let mut long = vec![0x20];
-    for i in 0..600u32 {
-        long.extend_from_slice(&[(i * 7 % 251) as u8, (i * 13 % 253) as u8, (i * 31 % 255) as u8]);
-    }
-    fuzz_ops(&long);
 }
 
 proptest! {
