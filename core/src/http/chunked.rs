@@ -128,7 +128,11 @@ impl Chunked {
         Ok(Scan { examined: i, safe, done: self.state == State::Done })
     }
 
-    fn line_byte(&mut self) -> Result<(), FrameError> {
+    /// Counts a byte of a size line; its CR LF ending is not part of the length, as for the request line.
+    fn line_byte(&mut self, b: u8) -> Result<(), FrameError> {
+        if b == b'\r' || b == b'\n' {
+            return Ok(());
+        }
         self.line_len += 1;
         if self.line_len > self.max_line { Err(FrameError::ChunkLineTooLong) } else { Ok(()) }
     }
@@ -146,7 +150,7 @@ impl Chunked {
     fn step(&mut self, b: u8) -> Result<(), FrameError> {
         match self.state {
             State::Size { digits, value } => {
-                self.line_byte()?;
+                self.line_byte(b)?;
                 if let Some(d) = (b as char).to_digit(16) {
                     if digits == 16 {
                         return Err(FrameError::InvalidChunkSize);
@@ -160,7 +164,7 @@ impl Chunked {
                 }
             }
             State::SizeTail { value, ext } => {
-                self.line_byte()?;
+                self.line_byte(b)?;
                 return self.tail(b, value, ext);
             }
             State::SizeLf { value } => {
