@@ -283,6 +283,30 @@ mod tests {
     }
 
     #[test]
+    fn trailer_fields_are_field_lines() {
+        let refused: &[(&[u8], bool)] = &[
+            (b"0\r\n\n", true),              // bare LF ends the section
+            (b"0\r\nX: 1\n\r\n", true),      // bare LF ends a field
+            (b"0\r\nNoColon\r\n\r\n", true), // a field line needs a colon
+            (b"0\nNoColon\n\n", false),
+            (b"0\r\nBad Name: x\r\n\r\n", true), // names are tokens
+            (b"0\r\nX: a\x01b\r\n\r\n", true),   // no control bytes in a value
+            (b"0\r\nX: a\x7fb\r\n\r\n", true),
+        ];
+        for (input, strict) in refused {
+            assert_eq!(
+                run(input, *strict),
+                Err(FrameError::InvalidTrailer),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // Values may hold tabs, colons and obs-text (RFC 9110 §5.5).
+        let scan = run(b"0\r\nX:\ta:b\t\xc3\xa9\r\nY: 2\r\n\r\n", true).unwrap();
+        assert!(scan.done);
+    }
+
+    #[test]
     fn lenient_mode_takes_bare_lf_but_not_garbage() {
         let scan = run(b"3\nabc\n0\nT: v\n\n", false).unwrap();
         assert!(scan.done);

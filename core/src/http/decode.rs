@@ -219,3 +219,7 @@ impl Decoder {
         Ok(Frame::Head(head))
     }
 }
+
+#[cfg(test)]
+#[path = "boundaries.rs"]
+mod boundaries;

@@ -177,7 +177,8 @@ fn response_rewrite_says_what_the_server_does() {
     assert_eq!(values(&fields, "upgrade"), ["websocket"]);
     assert_eq!(connection_options(&fields), ["upgrade"], "{out}");
     // Upgrade on a response that switches nothing is hop-by-hop and goes.
-    let (_, fields) = parsed(&rewritten("HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n", true));
+    let (_, fields) =
+        parsed(&rewritten("HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n", true));
     assert!(values(&fields, "upgrade").is_empty());
 }
 

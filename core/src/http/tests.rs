@@ -224,7 +224,6 @@ fn response_keep_alive_follows_both_sides() {
     assert_eq!(FrameError::ConflictingContentLength.status(Role::Response), 502);
 }
 
-
 #[test]
 fn connect_is_told_apart_and_its_2xx_switches() {
     let head = head_of(Role::Request, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
@@ -263,7 +262,8 @@ fn close_after_a_finished_or_switched_message_is_clean() {
     assert_eq!(dec.decode(&mut buf), Ok(Some(Frame::End { keep_alive: true })));
     assert_eq!(dec.decode_eof(&mut buf), Ok(None));
     let mut dec = Decoder::response(&Limits::default(), RequestInfo { upgrade: true, ..GET });
-    let mut buf = BytesMut::from("HTTP/1.1 101 Switching Protocols\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\nxy");
+    let mut buf =
+        BytesMut::from("HTTP/1.1 101 Switching Protocols\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\nxy");
     assert!(matches!(dec.decode(&mut buf), Ok(Some(Frame::Head(_)))));
     assert_eq!(dec.decode(&mut buf), Ok(Some(Frame::Switched)));
     assert_eq!(dec.decode_eof(&mut buf), Ok(None));
