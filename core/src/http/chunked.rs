@@ -128,7 +128,11 @@ impl Chunked {
         Ok(Scan { examined: i, safe, done: self.state == State::Done })
     }
 
-    fn line_byte(&mut self) -> Result<(), FrameError> {
+    /// Counts a byte of a size line; its CR LF ending is not part of the length, as for the request line.
+    fn line_byte(&mut self, b: u8) -> Result<(), FrameError> {
+        if b == b'\r' || b == b'\n' {
+            return Ok(());
+        }
         self.line_len += 1;
         if self.line_len > self.max_line { Err(FrameError::ChunkLineTooLong) } else { Ok(()) }
     }
@@ -146,7 +150,7 @@ impl Chunked {
     fn step(&mut self, b: u8) -> Result<(), FrameError> {
         match self.state {
             State::Size { digits, value } => {
-                self.line_byte()?;
+                self.line_byte(b)?;
                 if let Some(d) = (b as char).to_digit(16) {
                     if digits == 16 {
                         return Err(FrameError::InvalidChunkSize);
@@ -160,7 +164,7 @@ impl Chunked {
                 }
             }
             State::SizeTail { value, ext } => {
-                self.line_byte()?;
+                self.line_byte(b)?;
                 return self.tail(b, value, ext);
             }
             State::SizeLf { value } => {
@@ -276,6 +280,30 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(run(input, true), Err(*want), "{:?}", String::from_utf8_lossy(input));
         }
+    }
+
+    #[test]
+    fn trailer_fields_are_field_lines() {
+        let refused: &[(&[u8], bool)] = &[
+            (b"0\r\n\n", true),              // bare LF ends the section
+            (b"0\r\nX: 1\n\r\n", true),      // bare LF ends a field
+            (b"0\r\nNoColon\r\n\r\n", true), // a field line needs a colon
+            (b"0\nNoColon\n\n", false),
+            (b"0\r\nBad Name: x\r\n\r\n", true), // names are tokens
+            (b"0\r\nX: a\x01b\r\n\r\n", true),   // no control bytes in a value
+            (b"0\r\nX: a\x7fb\r\n\r\n", true),
+        ];
+        for (input, strict) in refused {
+            assert_eq!(
+                run(input, *strict),
+                Err(FrameError::InvalidTrailer),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // Values may hold tabs, colons and obs-text (RFC 9110 §5.5).
+        let scan = run(b"0\r\nX:\ta:b\t\xc3\xa9\r\nY: 2\r\n\r\n", true).unwrap();
+        assert!(scan.done);
     }
 
     #[test]

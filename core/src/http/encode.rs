@@ -138,6 +138,45 @@ mod tests {
         assert_eq!(dec.decode(&mut out).unwrap(), Some(Frame::End { keep_alive: false }));
     }
 
+    fn status_line(status: u16) -> String {
+        let mut out = BytesMut::new();
+        Reply::text(status, "").encode(&mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        text.split("\r\n").next().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn status_lines_carry_the_rfc_reason_phrases() {
+        // RFC 9110 §15 (429 and 431: RFC 6585 §4, §5), for every status aether sends.
+        let rfc = [
+            (100, "Continue"),
+            (101, "Switching Protocols"),
+            (200, "OK"),
+            (204, "No Content"),
+            (302, "Found"),
+            (400, "Bad Request"),
+            (403, "Forbidden"),
+            (404, "Not Found"),
+            (405, "Method Not Allowed"),
+            (408, "Request Timeout"),
+            (409, "Conflict"),
+            (414, "URI Too Long"),
+            (429, "Too Many Requests"),
+            (431, "Request Header Fields Too Large"),
+            (500, "Internal Server Error"),
+            (501, "Not Implemented"),
+            (502, "Bad Gateway"),
+            (503, "Service Unavailable"),
+            (504, "Gateway Timeout"),
+            (505, "HTTP Version Not Supported"),
+        ];
+        for (status, phrase) in rfc {
+            assert_eq!(status_line(status), format!("HTTP/1.1 {status} {phrase}"));
+        }
+        // RFC 9112 §4: the reason phrase may be empty, the space before it may not.
+        assert_eq!(status_line(299), "HTTP/1.1 299 ");
+    }
+
     #[test]
     fn head_only_keeps_length_drops_body() {
         let mut out = BytesMut::new();
@@ -150,6 +189,15 @@ mod tests {
         let mut out = BytesMut::new();
         encode_frame_error(FrameError::RequestLineTooLong, Role::Request, &mut out);
         assert!(out.starts_with(b"HTTP/1.1 414 URI Too Long\r\n"));
+        // The sender learns the connection ends here (SPEC §5: refused, and the connection closed).
+        let mut parse = out.clone();
+        let mut dec = Decoder::response(
+            &Limits::default(),
+            RequestInfo { method: Method::Get, upgrade: false, keep_alive: true },
+        );
+        let Some(Frame::Head(head)) = dec.decode(&mut parse).unwrap() else { panic!("no head") };
+        assert_eq!(head.field("connection"), Some(&b"close"[..]));
+        assert!(!head.keep_alive());
         assert!(out.ends_with(b"URI Too Long: request line too long\n"));
         let mut out = BytesMut::new();
         encode_frame_error(FrameError::InvalidChunkSize, Role::Response, &mut out);

@@ -120,3 +120,57 @@ impl fmt::Display for FrameError {
 }
 
 impl std::error::Error for FrameError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each variant, the status its doc promises a visitor, and a word its message must carry.
+    const ALL: [(FrameError, u16, &str); 27] = [
+        (FrameError::RequestLineTooLong, 414, "request line"),
+        (FrameError::HeadTooLarge, 431, "head"),
+        (FrameError::TooManyHeaders, 431, "header fields"),
+        (FrameError::BareLf, 400, "LF"),
+        (FrameError::ObsFold, 400, "folding"),
+        (FrameError::InvalidMethod, 400, "method"),
+        (FrameError::InvalidTarget, 400, "target"),
+        (FrameError::InvalidHeaderName, 400, "name"),
+        (FrameError::InvalidHeaderValue, 400, "value"),
+        (FrameError::InvalidStartLine, 400, "start line"),
+        (FrameError::UnsupportedVersion, 505, "HTTP/1.1"),
+        (FrameError::MissingHost, 400, "Host"),
+        (FrameError::DuplicateHost, 400, "Host"),
+        (FrameError::InvalidContentLength, 400, "Content-Length"),
+        (FrameError::ConflictingContentLength, 400, "Content-Length"),
+        (FrameError::LengthWithTransferEncoding, 400, "Transfer-Encoding"),
+        (FrameError::ChunkedNotLast, 400, "chunked"),
+        (FrameError::TransferEncodingInHttp10, 400, "HTTP/1.0"),
+        (FrameError::UnknownTransferCoding, 501, "coding"),
+        (FrameError::InvalidChunkSize, 400, "chunk size"),
+        (FrameError::InvalidChunkExtension, 400, "extension"),
+        (FrameError::ChunkLineTooLong, 400, "chunk-size line"),
+        (FrameError::MissingChunkCrlf, 400, "CRLF"),
+        (FrameError::InvalidTrailer, 400, "trailer"),
+        (FrameError::TrailersTooLarge, 431, "trailer"),
+        (FrameError::UnexpectedEof, 400, "closed"),
+        (FrameError::UnsolicitedSwitch, 502, "101"),
+    ];
+
+    #[test]
+    fn statuses_are_the_documented_ones_and_responses_are_the_origins_fault() {
+        for (err, status, _) in ALL {
+            assert_eq!(err.status(Role::Request), status, "{err:?}");
+            assert_eq!(err.status(Role::Response), 502, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn display_names_the_problem() {
+        let mut seen = std::collections::HashSet::new();
+        for (err, _, word) in ALL {
+            let shown = err.to_string();
+            assert!(shown.contains(word), "{err:?} shows {shown:?}");
+            assert!(seen.insert(shown), "{err:?} reads like another error");
+        }
+    }
+}

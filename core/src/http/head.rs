@@ -184,29 +184,29 @@ impl Head {
             expect_continue: false,
             fields: Vec::new(),
         };
-        let span = |s: &[u8]| {
-            let start = s.as_ptr() as usize - raw.as_ptr() as usize;
-            (start, start + s.len())
-        };
+        let span = |s: &[u8]| span_in(&raw, s).ok_or(FrameError::InvalidStartLine);
         let (version, headers) = match role {
             Role::Request => {
                 let mut req = httparse::Request::new(&mut []);
                 complete(req.parse_with_uninit_headers(&raw, &mut request_slots[..n]), raw.len())?;
-                let method = req.method.unwrap_or_default();
+                // A complete parse always has a method and a target; their absence is refused, not defaulted.
+                let (Some(method), Some(path)) = (req.method, req.path) else {
+                    return Err(FrameError::InvalidStartLine);
+                };
                 head.method = Some(match method {
                     "GET" => Method::Get,
                     "HEAD" => Method::Head,
                     "CONNECT" => Method::Connect,
                     _ => Method::Other,
                 });
-                head.target = span(req.path.unwrap_or_default().as_bytes());
+                head.target = span(path.as_bytes())?;
                 (req.version, req.headers)
             }
             Role::Response => {
                 response_slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
                 let mut resp = httparse::Response::new(&mut response_slots[..n]);
                 complete(resp.parse(&raw), raw.len())?;
-                head.status = resp.code.unwrap_or_default();
+                head.status = resp.code.ok_or(FrameError::InvalidStartLine)?;
                 (resp.version, resp.headers)
             }
         };
@@ -216,7 +216,7 @@ impl Head {
         head.fields.reserve_exact(headers.len());
         for h in headers.iter() {
             let name = h.name.as_bytes();
-            head.fields.push((span(name), span(h.value)));
+            head.fields.push((span(name)?, span(h.value)?));
             if name.eq_ignore_ascii_case(b"content-length") {
                 framing.add_length(h.value)?;
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -229,9 +229,9 @@ impl Head {
                 }
             } else if name.eq_ignore_ascii_case(b"host") {
                 hosts += 1;
-                head.host = Some(span(h.value));
+                head.host = Some(span(h.value)?);
             } else if name.eq_ignore_ascii_case(b"upgrade") && !h.value.is_empty() {
-                head.upgrade = Some(span(h.value));
+                head.upgrade = Some(span(h.value)?);
             } else if name.eq_ignore_ascii_case(b"expect") {
                 head.expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
             }
@@ -257,6 +257,13 @@ impl Head {
         }
         Ok(head)
     }
+}
+
+/// Where `part` sits inside `raw`, if it is a sub-slice of it (httparse hands back slices of its input).
+fn span_in(raw: &[u8], part: &[u8]) -> Option<Span> {
+    let start = (part.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= raw.len()).then_some((start, end))
 }
 
 fn complete(status: httparse::Result<usize>, len: usize) -> Result<(), FrameError> {
@@ -360,8 +367,6 @@ pub(crate) struct HeadScan {
     scanned: usize,
     /// Where the current line starts.
     line_start: usize,
-    /// Where the start line starts (after skipped empty lines), once known.
-    start_line: Option<usize>,
     /// The start line has ended.
     seen_start: bool,
     /// Header lines seen.
@@ -369,11 +374,6 @@ pub(crate) struct HeadScan {
 }
 
 impl HeadScan {
-    /// Nothing has been examined yet (the connection may close cleanly here).
-    pub(crate) fn is_fresh(&self) -> bool {
-        self.scanned == 0
-    }
-
     /// Examines new bytes of `buf`; `Some(len)` once the head (blank line included) is `buf[..len]`.
     pub(crate) fn scan(
         &mut self,
@@ -387,9 +387,6 @@ impl HeadScan {
             let i = self.scanned;
             self.scanned += 1;
             let b = buf[i];
-            if self.start_line.is_none() && i == self.line_start && b != b'\r' && b != b'\n' {
-                self.start_line = Some(i);
-            }
             if b != b'\n' {
                 continue;
             }
@@ -421,15 +418,13 @@ impl HeadScan {
                 }
             }
         }
-        if strict && !self.seen_start {
-            if let Some(start) = self.start_line {
-                // +1: the CR of a line exactly at the limit may already be here.
-                if self.scanned - start > limits.max_request_line + 1 {
-                    return Err(FrameError::RequestLineTooLong);
-                }
-            }
+        // The start line so far (empty lines before it were passed over); +1: the CR of a line
+        // exactly at the limit may already be here.
+        if strict && !self.seen_start && self.scanned - self.line_start > limits.max_request_line + 1 {
+            return Err(FrameError::RequestLineTooLong);
         }
-        if window == limits.max_head && buf.len() >= limits.max_head {
+        // No blank line within the first `max_head` bytes: the head is over the limit.
+        if buf.len() >= limits.max_head {
             return Err(FrameError::HeadTooLarge);
         }
         Ok(None)

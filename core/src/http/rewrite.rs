@@ -50,8 +50,9 @@ const HOP_BY_HOP: [&str; 4] = ["connection", "keep-alive", "proxy-connection", "
 const REQUEST_DROP: [&str; 4] = ["upgrade", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
 /// Header fields that `Connection` may not remove: the forwarded bytes depend on them.
 const KEPT: [&str; 3] = ["content-length", "transfer-encoding", "host"];
-/// At most this many `Connection` options are honoured when removing the fields they name.
-const MAX_OPTIONS: usize = 16;
+/// `Connection` options held on the stack; a head naming more spills them into a sorted `Vec`,
+/// so every field `Connection` names is removed (RFC 9110 §7.6.1) at O(log n) a field.
+const INLINE_OPTIONS: usize = 16;
 
 fn is(name: &[u8], set: &[&str]) -> bool {
     set.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
@@ -59,26 +60,44 @@ fn is(name: &[u8], set: &[&str]) -> bool {
 
 /// Copies the fields that survive: not hop-by-hop, not in `drop`, not named by `Connection` unless in `keep`.
 fn copy_end_to_end(head: &Head, drop: &[&str], keep: &[&str], out: &mut BytesMut) {
-    let mut options: [&[u8]; MAX_OPTIONS] = [&[]; MAX_OPTIONS];
+    let mut few: [&[u8]; INLINE_OPTIONS] = [&[]; INLINE_OPTIONS];
     let mut n = 0;
+    let mut many: Vec<&[u8]> = Vec::new();
     for_each_field(head, |name, value| {
         if name.eq_ignore_ascii_case(b"connection") {
             for opt in list_items(value) {
-                if n < MAX_OPTIONS {
-                    options[n] = opt;
+                if n < INLINE_OPTIONS {
+                    few[n] = opt;
                     n += 1;
+                } else {
+                    many.push(opt);
                 }
             }
         }
     });
+    if !many.is_empty() {
+        many.extend_from_slice(&few[..n]);
+        many.sort_unstable_by(|a, b| cmp_ignore_case(a, b));
+    }
+    let in_connection = |name: &[u8]| {
+        if many.is_empty() {
+            few[..n].iter().any(|o| o.eq_ignore_ascii_case(name))
+        } else {
+            many.binary_search_by(|o| cmp_ignore_case(o, name)).is_ok()
+        }
+    };
     for_each_field(head, |name, value| {
-        let named =
-            options[..n].iter().any(|o| o.eq_ignore_ascii_case(name)) && !is(name, &KEPT) && !is(name, keep);
+        let named = in_connection(name) && !is(name, &KEPT) && !is(name, keep);
         if is(name, &HOP_BY_HOP) || is(name, drop) || named {
             return;
         }
         field(out, name, value);
     });
+}
+
+/// Orders field names as their lowercase forms order (field names are case-insensitive).
+fn cmp_ignore_case(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.iter().map(u8::to_ascii_lowercase).cmp(b.iter().map(u8::to_ascii_lowercase))
 }
 
 fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
@@ -177,3 +196,7 @@ pub fn rewrite_response(head: &Head, keep_alive: bool, out: &mut BytesMut) {
     }
     out.extend_from_slice(b"\r\n");
 }
+
+#[cfg(test)]
+#[path = "rewrite_tests.rs"]
+mod tests;

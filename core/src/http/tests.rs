@@ -1,10 +1,7 @@
-//! Table-style cases for the decoders and the rewriter.
+//! Table-style cases for the request and response decoders (the rewriter's are in `rewrite_tests.rs`).
 
 use bytes::BytesMut;
 
-use super::rewrite::{
-    Forwarding, Proto, TargetRewrite, rewrite_request, rewrite_response, visitor_keep_alive,
-};
 use super::*;
 use crate::Limits;
 use crate::fuzzing::{Event, Outcome, run_decoder};
@@ -227,88 +224,50 @@ fn response_keep_alive_follows_both_sides() {
     assert_eq!(FrameError::ConflictingContentLength.status(Role::Response), 502);
 }
 
-fn forwarded(input: &str, target: TargetRewrite) -> (String, RequestInfo) {
-    let head = head_of(Role::Request, input);
-    let mut out = BytesMut::new();
-    let fwd = Forwarding { client: "203.0.113.9", proto: Proto::Https, target };
-    let info = rewrite_request(&head, &fwd, &mut out);
-    (String::from_utf8(out.to_vec()).unwrap(), info)
+#[test]
+fn connect_is_told_apart_and_its_2xx_switches() {
+    let head = head_of(Role::Request, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+    assert_eq!(head.method(), Some(Method::Connect));
+    assert_eq!(head.target(), b"example.com:443");
+    let o = resp(head.request_info(), "HTTP/1.1 200 Connection Established\r\n\r\nraw bytes");
+    assert_eq!(o.events.last(), Some(&Event::Switched));
+    // The same 200 to a GET is a close-delimited body, not a switch.
+    let o = resp(GET, "HTTP/1.1 200 OK\r\n\r\nraw bytes");
+    assert_eq!((bodies(&o), ends(&o)), (vec![&b"raw bytes"[..]], vec![false]));
 }
 
 #[test]
-fn path_prefix_is_stripped_byte_for_byte() {
-    let strip = |t: &str, skip, lead_slash| {
-        let (out, _) =
-            forwarded(&format!("GET {t} HTTP/1.1\r\nHost: h\r\n\r\n"), TargetRewrite { skip, lead_slash });
-        out.lines().next().unwrap().to_string()
-    };
-    assert_eq!(strip("/myapp/a%2Fb//c/../d?q=%20", 6, false), "GET /a%2Fb//c/../d?q=%20 HTTP/1.1");
-    assert_eq!(strip("/myapp", 6, true), "GET / HTTP/1.1");
-    assert_eq!(strip("/myapp?x=1", 6, true), "GET /?x=1 HTTP/1.1");
-    assert_eq!(strip("*", 0, false), "GET * HTTP/1.1");
+fn content_length_takes_nineteen_digits_not_twenty() {
+    let o = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0000000000000000003\r\n\r\nabc");
+    assert_eq!((o.error, bodies(&o)), (None, vec![&b"abc"[..]]));
+    let o = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000003\r\n\r\nabc");
+    assert_eq!(o.error, Some(FrameError::InvalidContentLength));
 }
 
 #[test]
-fn forwarded_headers_and_hop_by_hop() {
-    let input = "POST /x HTTP/1.1\r\nHost: app.example.com\r\nX-Forwarded-For: 10.0.0.1\r\nx-forwarded-for: 10.0.0.2\r\nX-Forwarded-Proto: http\r\nConnection: close, X-Secret, Content-Length\r\nX-Secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nContent-Length: 2\r\nX-Keep: k\r\n\r\n";
-    let (out, info) = forwarded(input, TargetRewrite::default());
-    assert!(out.contains("\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 203.0.113.9\r\n"), "{out}");
-    assert!(out.contains("\r\nX-Forwarded-Proto: https\r\n"));
-    assert!(out.contains("\r\nX-Forwarded-Host: app.example.com\r\n"));
-    assert!(
-        out.contains("\r\nContent-Length: 2\r\n")
-            && out.contains("\r\nX-Keep: k\r\n")
-            && out.contains("\r\nHost: app.example.com\r\n")
-    );
-    for gone in ["X-Secret", "Keep-Alive", "TE:", "Upgrade", "Connection", "X-Forwarded-Proto: http\r"] {
-        assert!(!out.contains(gone), "{gone} survived: {out}");
+fn response_with_chunked_not_once_and_last_is_read_until_close() {
+    // RFC 9112 §6.3: a response whose final coding is not chunked (or that repeats it) ends at close.
+    for te in ["chunked, gzip", "chunked\r\nTransfer-Encoding: chunked"] {
+        let o = resp(GET, &format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n0\r\n\r\nmore"));
+        assert_eq!((bodies(&o), ends(&o), o.error), (vec![&b"0\r\n\r\nmore"[..]], vec![false], None), "{te}");
     }
-    assert_eq!(out.matches("X-Forwarded-For").count(), 1);
-    assert!(info.keep_alive, "the forwarded request no longer says close");
-    // The rewritten head is itself a valid request with the same body framing.
-    let again = head_of(Role::Request, &out);
-    assert_eq!(again.body(), BodyKind::Length(2));
 }
 
 #[test]
-fn upgrade_requests_keep_their_upgrade() {
-    let (out, info) = forwarded(
-        "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
-        TargetRewrite::default(),
-    );
-    assert!(info.upgrade);
-    assert!(out.contains("\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"), "{out}");
-    assert!(out.contains("\r\nSec-WebSocket-Key: k\r\n"));
-}
-
-#[test]
-fn response_rewrite_says_what_the_server_does() {
-    let rewrite = |input: &str, keep| {
-        let head = head_of(Role::Response, input);
-        let mut out = BytesMut::new();
-        rewrite_response(&head, keep, &mut out);
-        String::from_utf8(out.to_vec()).unwrap()
-    };
-    let out = rewrite(
-        "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n",
-        false,
-    );
-    assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    let out = rewrite("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", true);
-    assert_eq!(out, "HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n");
-    let out = rewrite(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-        false,
-    );
-    assert_eq!(out, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
-}
-
-#[test]
-fn visitor_keep_alive_decision() {
-    let close_delimited = head_of(Role::Response, "HTTP/1.1 200 OK\r\n\r\n");
-    let sized = head_of(Role::Response, "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n");
-    assert!(!visitor_keep_alive(&GET, &close_delimited));
-    assert!(visitor_keep_alive(&RequestInfo { method: Method::Head, ..GET }, &close_delimited));
-    assert!(visitor_keep_alive(&GET, &sized), "an HTTP/1.0 origin does not close the visitor's connection");
-    assert!(!visitor_keep_alive(&RequestInfo { keep_alive: false, ..GET }, &sized));
+fn close_after_a_finished_or_switched_message_is_clean() {
+    // A caller that sees the peer close before calling reset/expect_response gets no error.
+    let mut dec = Decoder::response(&Limits::default(), GET);
+    let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert!(matches!(dec.decode(&mut buf), Ok(Some(Frame::Head(_)))));
+    assert_eq!(dec.decode(&mut buf), Ok(Some(Frame::End { keep_alive: true })));
+    assert_eq!(dec.decode_eof(&mut buf), Ok(None));
+    let mut dec = Decoder::response(&Limits::default(), RequestInfo { upgrade: true, ..GET });
+    let mut buf =
+        BytesMut::from("HTTP/1.1 101 Switching Protocols\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\nxy");
+    assert!(matches!(dec.decode(&mut buf), Ok(Some(Frame::Head(_)))));
+    assert_eq!(dec.decode(&mut buf), Ok(Some(Frame::Switched)));
+    assert_eq!(dec.decode_eof(&mut buf), Ok(None));
+    assert_eq!(&buf[..], b"xy", "the switched bytes stay for the splice");
+    // Stray empty lines and then a close are a message cut short, not a clean close.
+    assert_eq!(req("\r\n").error, Some(FrameError::UnexpectedEof));
 }
