@@ -127,9 +127,9 @@ impl Head {
         !self.close && (self.version == Version::Http11 || self.keep_alive)
     }
 
-    /// The request carries `Expect: 100-continue`.
+    /// The request carries `Expect: 100-continue` and is HTTP/1.1 (an HTTP/1.0 one is ignored, RFC 9110 §10.1.1).
     pub fn expects_continue(&self) -> bool {
-        self.expect_continue
+        self.expect_continue && self.version == Version::Http11
     }
 
     /// The value of the first field called `name` (any case).

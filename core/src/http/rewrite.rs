@@ -48,6 +48,10 @@ pub struct Forwarding<'a> {
 const HOP_BY_HOP: [&str; 4] = ["connection", "keep-alive", "proxy-connection", "te"];
 /// Header fields of a request that are set anew (or re-added only for an upgrade).
 const REQUEST_DROP: [&str; 4] = ["upgrade", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+/// The same for an HTTP/1.0 request, whose `Expect` a server must ignore (RFC 9110 §10.1.1): not
+/// forwarding it keeps the origin from sending a 1xx, which an HTTP/1.0 client must never get (§15.2).
+const REQUEST_DROP_10: [&str; 5] =
+    ["upgrade", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "expect"];
 /// Header fields that `Connection` may not remove: the forwarded bytes depend on them.
 const KEPT: [&str; 3] = ["content-length", "transfer-encoding", "host"];
 /// `Connection` options held on the stack; a head naming more spills them into a sorted `Vec`,
@@ -134,7 +138,8 @@ pub fn rewrite_request(head: &Head, fwd: &Forwarding<'_>, out: &mut BytesMut) ->
 
     let info = head.request_info();
     let upgrade = if info.upgrade { head.upgrade() } else { None };
-    copy_end_to_end(head, &REQUEST_DROP, &[], out);
+    let drop: &[&str] = if head.version() == Version::Http10 { &REQUEST_DROP_10 } else { &REQUEST_DROP };
+    copy_end_to_end(head, drop, &[], out);
     if let Some(protocol) = upgrade {
         field(out, b"Connection", b"upgrade");
         field(out, b"Upgrade", protocol);

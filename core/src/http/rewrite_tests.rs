@@ -191,3 +191,17 @@ fn visitor_keep_alive_decision() {
     assert!(visitor_keep_alive(&GET, &sized), "an HTTP/1.0 origin does not close the visitor's connection");
     assert!(!visitor_keep_alive(&RequestInfo { keep_alive: false, ..GET }, &sized));
 }
+
+#[test]
+fn expect_is_forwarded_only_from_http11() {
+    let keep = TargetRewrite { skip: 0, lead_slash: false };
+    let req =
+        |v: &str| format!("POST /u {v}\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+    let (out11, _) = forwarded(&req("HTTP/1.1"), keep);
+    assert_eq!(values(&parsed(&out11).1, "expect"), ["100-continue"]);
+    assert!(head_of(Role::Request, &req("HTTP/1.1")).expects_continue());
+    // RFC 9110 §10.1.1: a server ignores 100-continue from HTTP/1.0, and §15.2: no 1xx goes back to it.
+    let (out10, _) = forwarded(&req("HTTP/1.0"), keep);
+    assert_eq!(values(&parsed(&out10).1, "expect"), Vec::<&str>::new());
+    assert!(!head_of(Role::Request, &req("HTTP/1.0")).expects_continue());
+}

@@ -55,8 +55,7 @@ pub fn origin_sends_no_continue(env: &Env) {
 }
 
 /// HTTP/1.0 with `Expect: 100-continue` and its body sent at once: answered, and no 1xx
-/// response reaches the HTTP/1.0 visitor. Fails today (a 100 is relayed): not yet in `main.rs`.
-#[allow(dead_code)]
+/// response reaches the HTTP/1.0 visitor.
 pub fn http10_expect(env: &Env) {
     let s = setup(env);
     let t = &s.tunnel;

@@ -56,9 +56,7 @@ all_pairings! {
         upgrade_declined,
     }
     client_modes { legacy_client, tokenless_server }
-    // `expect::http10_expect` fails today on every pairing (the server relays the origin's 100 to an
-    // HTTP/1.0 visitor); add it here once that is fixed.
-    expect { origin_answers_early, origin_sends_no_continue }
+    expect { origin_answers_early, origin_sends_no_continue, http10_expect }
     leaving { while_queued, between_grant_and_delivery, mid_request, mid_response }
     registration { random_name, named, invalid_names, taken_while_connected }
     forwarding {
