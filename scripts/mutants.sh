@@ -4,6 +4,7 @@
 #   bash scripts/mutants.sh              # the whole list (~650 mutants, about 45 min on 2 cores)
 #   bash scripts/mutants.sh --report     # only rewrite core/MUTANTS.md from the last run's mutants.out/
 #   JOBS=1 bash scripts/mutants.sh -f core/src/pool.rs   # one file (extra arguments go to cargo mutants)
+#   MUTANTS_OUT="a/mutants.out b/mutants.out" bash scripts/mutants.sh --report   # runs split in parts
 #
 # Kept out of CI (it would not fit its time limit). Survivors that no test can kill are listed, each
 # with one line of why, in core/MUTANTS-equivalent.txt; the report marks every other survivor.
@@ -26,13 +27,17 @@ fi
 python3 - <<'EOF'
 import collections, pathlib, re
 
-out = pathlib.Path("mutants.out")
+import os
+outs = [pathlib.Path(p) for p in os.environ.get("MUTANTS_OUT", "mutants.out").split()]
 kinds = ["caught", "missed", "timeout", "unviable"]
 rows = collections.defaultdict(lambda: collections.Counter())
 survivors = []
 for kind in kinds:
-    path = out / f"{kind}.txt"
-    for line in path.read_text().splitlines() if path.exists() else []:
+    lines_of = []
+    for out in outs:
+        path = out / f"{kind}.txt"
+        lines_of += path.read_text().splitlines() if path.exists() else []
+    for line in lines_of:
         file = line.split(":", 1)[0]
         rows[file][kind] += 1
         if kind == "missed":
