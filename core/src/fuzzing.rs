@@ -281,26 +281,56 @@ pub fn supervisor_ops(data: &[u8]) {
     crate::supervisor::fuzz_ops(data);
 }
 
+/// The committed seeds of one fuzz target (`fuzz/seeds/<target>`), each with its file name, by name.
+#[cfg(test)]
+pub(crate) fn committed_seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = seed_dir(target);
+    let mut out: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            (path.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&path).unwrap())
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no seeds in {}", dir.display());
+    out
+}
+
+#[cfg(test)]
+fn seed_dir(target: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(target)
+}
+
+/// The committed seeds of `target` are exactly the `fixed` inputs by name, and each passes `check`
+/// (given its name and bytes). With `AETHER_WRITE_SEEDS` set, the files are written first.
+#[cfg(test)]
+pub(crate) fn seeds_are_the_fixed_inputs(
+    target: &str,
+    fixed: &[(&str, Vec<u8>)],
+    check: impl Fn(&str, &[u8]),
+) {
+    if std::env::var_os("AETHER_WRITE_SEEDS").is_some() {
+        let dir = seed_dir(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, data) in fixed {
+            std::fs::write(dir.join(name), data).unwrap();
+        }
+    }
+    let committed = committed_seeds(target);
+    for (name, data) in &committed {
+        check(name, data);
+    }
+    let names: Vec<&str> = committed.iter().map(|(n, _)| n.as_str()).collect();
+    let mut want: Vec<&str> = fixed.iter().map(|(n, _)| *n).collect();
+    want.sort_unstable();
+    assert_eq!(names, want, "the committed {target} seeds are not the fixed inputs");
+}
+
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
-    /// The committed seeds of one fuzz target (`fuzz/seeds/<target>`), each with its file name.
-    fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(target);
-        let mut out: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| {
-                let path = entry.unwrap().path();
-                (path.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&path).unwrap())
-            })
-            .collect();
-        out.sort();
-        assert!(!out.is_empty(), "no seeds in {}", dir.display());
-        out
-    }
-
     use super::Event;
+    use super::committed_seeds as seeds;
 
     /// Each committed framing seed, with the outcome its name promises:
     /// `ok-*` decodes whole, every message ended (or switched); `smuggle-<status>-*` is refused

@@ -45,24 +45,9 @@ fn expected_outcome(name: &str) -> sim::Outcomes {
 
 #[test]
 fn committed_seeds_are_the_fixed_inputs() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/supervisor_ops");
-    if std::env::var_os("AETHER_WRITE_SEEDS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, data) in fixed_inputs() {
-            std::fs::write(dir.join(name), data).unwrap();
-        }
-    }
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(run_ops(&std::fs::read(&path).unwrap()), expected_outcome(&name), "seed {name}");
-        names.push(name);
-    }
-    names.sort();
-    let mut want: Vec<_> = fixed_inputs().into_iter().map(|(n, _)| n.to_string()).collect();
-    want.sort();
-    assert_eq!(names, want);
+    crate::fuzzing::seeds_are_the_fixed_inputs("supervisor_ops", &fixed_inputs(), |name, data| {
+        assert_eq!(run_ops(data), expected_outcome(name), "seed {name}")
+    });
 }
 
 #[test]
