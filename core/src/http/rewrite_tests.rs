@@ -4,22 +4,8 @@
 use bytes::BytesMut;
 
 use super::*;
-use crate::Limits;
-use crate::http::{Decoder, Frame, Method, Role};
-
-const GET: RequestInfo = RequestInfo { method: Method::Get, upgrade: false, keep_alive: true };
-
-fn head_of(role: Role, input: &str) -> Head {
-    let mut buf = BytesMut::from(input);
-    let mut dec = match role {
-        Role::Request => Decoder::request(&Limits::default()),
-        Role::Response => Decoder::response(&Limits::default(), RequestInfo { upgrade: true, ..GET }),
-    };
-    match dec.decode(&mut buf) {
-        Ok(Some(Frame::Head(h))) => h,
-        other => panic!("no head: {other:?}"),
-    }
-}
+use crate::http::tests::{GET, head_of};
+use crate::http::{Method, Role};
 
 /// The start line and the fields (name lowercased, value as sent) of a head, in order.
 fn parsed(raw: &str) -> (String, Vec<(String, String)>) {

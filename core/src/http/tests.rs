@@ -6,7 +6,8 @@ use super::*;
 use crate::Limits;
 use crate::fuzzing::{Event, Outcome, run_decoder};
 
-const GET: RequestInfo = RequestInfo { method: Method::Get, upgrade: false, keep_alive: true };
+/// A keep-alive GET, the request most responses in these tests answer.
+pub(super) const GET: RequestInfo = RequestInfo { method: Method::Get, upgrade: false, keep_alive: true };
 
 fn req(input: &str) -> Outcome {
     run_decoder(Role::Request, GET, &Limits::default(), input.as_bytes(), &[])
@@ -24,7 +25,8 @@ fn ends(o: &Outcome) -> Vec<bool> {
     o.events.iter().filter_map(|e| if let Event::End(k) = e { Some(*k) } else { None }).collect()
 }
 
-fn head_of(role: Role, input: &str) -> Head {
+/// The head `input` decodes to, as a request or as a response to an upgrade-asking GET.
+pub(super) fn head_of(role: Role, input: &str) -> Head {
     let mut buf = BytesMut::from(input);
     let mut dec = match role {
         Role::Request => Decoder::request(&Limits::default()),
