@@ -477,20 +477,21 @@ pub fn fetch(addr: SocketAddr, host: &str, req: &Req) -> Response {
     Conn::open(addr).exchange(host, req)
 }
 
+/// A loopback server that writes `bytes` to its first connection and closes it (for the client's tests).
+#[cfg(test)]
+pub(crate) fn serve_bytes(bytes: &'static [u8]) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(bytes).unwrap();
+    });
+    addr
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
-
-    fn serve_bytes(bytes: &'static [u8]) -> SocketAddr {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            s.write_all(bytes).unwrap();
-        });
-        addr
-    }
 
     #[test]
     fn reads_pipelined_responses_by_framing() {

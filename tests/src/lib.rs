@@ -157,18 +157,6 @@ mod tests {
         assert_eq!(json_num(j, "missing"), None);
     }
 
-    /// A server that writes `bytes` to its first connection and closes.
-    fn replying(bytes: &'static [u8]) -> std::net::SocketAddr {
-        use std::io::Write;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            s.write_all(bytes).unwrap();
-        });
-        addr
-    }
-
     #[test]
     fn bare_lf_response_heads_are_an_error() {
         for head in [
@@ -176,11 +164,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nok",
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok",
         ] {
-            let mut c = Conn::open(replying(head));
+            let mut c = Conn::open(crate::client::serve_bytes(head));
             let e = c.try_response("GET").expect_err("a head with a bare LF");
             assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
         }
-        let mut c = Conn::open(replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+        let mut c = Conn::open(crate::client::serve_bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
         assert_eq!(c.try_response("GET").unwrap().text(), "ok", "CRLF throughout is fine");
     }
 
