@@ -226,14 +226,7 @@ pub fn handshake(data: &[u8]) {
     for legacy in [false, true] {
         let run = |pieces: &[&[u8]]| {
             let mut dec = HelloDecoder::new(now, &limits, legacy);
-            let mut buf = BytesMut::new();
-            let mut result = Ok(None);
-            for piece in pieces {
-                buf.extend_from_slice(piece);
-                if result == Ok(None) {
-                    result = dec.decode(&mut buf);
-                }
-            }
+            let (result, buf) = feed(pieces, |buf| dec.decode(buf));
             // What is left is the input's tail: the decoder takes a prefix, never rewrites bytes.
             assert!(input.ends_with(&buf), "the bytes left are not the input's tail");
             (result, buf)
@@ -256,19 +249,28 @@ pub fn handshake(data: &[u8]) {
     }
     let verdict = |pieces: &[&[u8]]| {
         let mut dec = VerdictDecoder::new(&limits);
-        let mut buf = BytesMut::new();
-        let mut result = Ok(None);
-        for piece in pieces {
-            buf.extend_from_slice(piece);
-            if result == Ok(None) {
-                result = dec.decode(&mut buf);
-            }
-        }
-        result
+        feed(pieces, |buf| dec.decode(buf)).0
     };
     let first = verdict(&[input]);
     assert_eq!(first, verdict(&[a, b]), "splits changed the verdict");
     assert_eq!(first, verdict(&bytewise), "byte-at-a-time changed the verdict");
+}
+
+/// Feeds `pieces` one after another into a buffer, decoding after each until the first result that
+/// is not "need more"; the rest still arrives in the buffer. The result and what is left.
+fn feed<T: PartialEq, E: PartialEq>(
+    pieces: &[&[u8]],
+    mut decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, E>,
+) -> (Result<Option<T>, E>, BytesMut) {
+    let mut buf = BytesMut::new();
+    let mut result = Ok(None);
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        if result == Ok(None) {
+            result = decode(&mut buf);
+        }
+    }
+    (result, buf)
 }
 
 /// Fuzz target `hub_ops`: a decoded sequence of server inputs and time steps against the Hub and its model.
