@@ -5,10 +5,12 @@
 //!  register ─▶ tunnel (offline) ─Hello accepted─▶ online ─last ConnClosed─▶ offline ─grace─▶ Expired
 //!
 //!  visitor request:  Checkout ─┬─▶ Granted(conn) ─▶ exchange ─┬─ Checkin ─▶ conn idle / next waiter
-//!                              │                               └─ ConnClosed ─▶ conn gone
+//!                              │                               ├─ ConnClosed ─▶ conn gone
+//!                              │                               └─ Retired ─▶ conn gone, client replaces it
 //!                              ├─▶ queued ─┬─▶ Granted (check-in or new conn, oldest first)
 //!                              │           ├─▶ Refused TimedOut (504) at its deadline
-//!                              │           ├─▶ Refused Offline (503) when the last conn goes
+//!                              │           ├─▶ Refused Offline (503) when the last conn goes, or
+//!                              │           │   when a retired last conn is not replaced in time
 //!                              │           └─▶ Cancel (visitor left): no output
 //!                              └─▶ Refused UnknownTunnel (404) / Offline (503) / QueueFull (503)
 //! ```
@@ -21,6 +23,12 @@
 //! exactly once: `Granted`, `Refused`, or cancelled by the adapter. A `Cancel`
 //! that crosses a `Granted` is harmless, and the adapter then checks the
 //! connection back in itself.
+//!
+//! A connection the adapter closed itself after an exchange that did not end
+//! cleanly (`Retired`) is not a client going away: its client redials at once.
+//! When it was the tunnel's last, waiting requests stay queued, and new ones
+//! queue too, for as long as a handshake may take ([`Limits::handshake_timeout`]);
+//! only if no connection arrives by then are they refused as offline.
 //!
 //! It does not read sockets, parse handshakes or HTTP, or time out handshakes
 //! (the adapter holds a [`HelloDecoder`](crate::handshake::HelloDecoder) per
@@ -109,8 +117,14 @@ pub enum Input {
         /// What it said.
         hello: Hello,
     },
-    /// A tunnel connection closed or failed, idle or busy (or its exchange did not end cleanly).
+    /// A tunnel connection closed or failed on its own, idle or busy.
     ConnClosed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The adapter closed a leased connection whose exchange did not end cleanly; its client will
+    /// replace it.
+    Retired {
         /// The connection.
         conn: ConnId,
     },
@@ -301,6 +315,8 @@ pub struct Hub {
     waiters: HashMap<WaiterId, WaiterEntry>,
     /// (deadline, waiter) for every queued waiter with a finite deadline.
     deadlines: BTreeSet<(Instant, WaiterId)>,
+    /// (until, tunnel) for each tunnel whose last connection was retired: its replacement is awaited.
+    replacing: BTreeSet<(Instant, TunnelId)>,
     out: VecDeque<Output>,
 }
 
@@ -315,6 +331,7 @@ impl Hub {
             conns: HashMap::new(),
             waiters: HashMap::new(),
             deadlines: BTreeSet::new(),
+            replacing: BTreeSet::new(),
             out: VecDeque::new(),
         }
     }
@@ -353,7 +370,8 @@ impl Hub {
         let now = self.advance(now);
         match input {
             Input::Hello { conn, hello } => self.hello(now, conn, hello),
-            Input::ConnClosed { conn } => self.conn_closed(now, conn),
+            Input::ConnClosed { conn } => self.conn_closed(now, conn, false),
+            Input::Retired { conn } => self.conn_closed(now, conn, true),
             Input::Checkout { waiter, tunnel } => self.checkout(now, waiter, tunnel),
             Input::Cancel { waiter } => self.cancel(waiter),
             Input::Checkin { conn } => self.checkin(conn),
@@ -373,10 +391,8 @@ impl Hub {
     /// When `handle_timeout` should next be called; `None`: no deadline pending.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let waiter = self.deadlines.first().map(|(d, _)| *d);
-        match (waiter, self.registry.next_expiry()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let replacing = self.replacing.first().map(|(d, _)| *d);
+        [waiter, replacing, self.registry.next_expiry()].into_iter().flatten().min()
     }
 
     /// How many tunnels exist.
@@ -410,16 +426,28 @@ impl Hub {
     fn advance(&mut self, now: Instant) -> Instant {
         self.now = self.now.max(now);
         let now = self.now;
-        while let Some(&(at, waiter)) = self.deadlines.first() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop_first();
-            if let Some(entry) = self.waiters.remove(&waiter) {
-                if let Some(pool) = self.pools.get_mut(&entry.tunnel) {
-                    pool.cancel(waiter);
+        // Waiter deadlines and replacement waits in time order (a waiter first on a tie): a waiter
+        // refused as offline at a replacement wait's end never reaches its own later deadline.
+        loop {
+            let waiter = self.deadlines.first().filter(|(at, _)| *at <= now).cloned();
+            let replacing = self.replacing.first().filter(|(at, _)| *at <= now).cloned();
+            let waiter_first = match (&waiter, &replacing) {
+                (Some((at, _)), Some((until, _))) => at <= until,
+                (w, _) => w.is_some(),
+            };
+            if let (true, Some((_, waiter))) = (waiter_first, waiter) {
+                self.deadlines.pop_first();
+                if let Some(entry) = self.waiters.remove(&waiter) {
+                    if let Some(pool) = self.pools.get_mut(&entry.tunnel) {
+                        pool.cancel(waiter);
+                    }
+                    self.out.push_back(Output::Refused { waiter, why: Refusal::TimedOut });
                 }
-                self.out.push_back(Output::Refused { waiter, why: Refusal::TimedOut });
+            } else if let Some((_, id)) = replacing {
+                self.replacing.pop_first();
+                self.refuse_queue(&id);
+            } else {
+                break;
             }
         }
         while let Some((id, _)) = self.registry.pop_expired(now) {
@@ -439,6 +467,7 @@ impl Hub {
                     });
                 }
             }
+            self.replacing.retain(|(_, t)| *t != id);
             self.out.push_back(Output::Event(ServerEvent::Expired { id }));
         }
         now
@@ -472,6 +501,7 @@ impl Hub {
             }
         };
         let connected = pool.len();
+        self.replacing.retain(|(_, t)| *t != hello.id);
         self.conns.insert(conn, hello.id.clone());
         if self.registry.set_connected(&hello.id, connected, now) == Some(Presence::Online) {
             self.out.push_back(Output::Event(ServerEvent::Online { id: hello.id }));
@@ -481,22 +511,44 @@ impl Hub {
         }
     }
 
-    fn conn_closed(&mut self, now: Instant, conn: ConnId) {
+    fn conn_closed(&mut self, now: Instant, conn: ConnId, retired: bool) {
         // Unknown is normal: the conn was refused, or its tunnel expired, or the close raced another event.
         let Some(id) = self.conns.remove(&conn) else { return };
         let Some(pool) = self.pools.get_mut(&id) else { return };
         pool.remove(conn);
         let connected = pool.len();
-        let orphans: Vec<WaiterId> = if connected == 0 { pool.drain_waiters().collect() } else { Vec::new() };
         if self.registry.set_connected(&id, connected, now) == Some(Presence::Offline) {
             self.out.push_back(Output::Event(ServerEvent::Offline { id: id.clone() }));
         }
-        // Nothing will serve the queue now: tell each waiter the tunnel is offline, oldest first.
-        let why = self.offline_refusal(&id);
+        if connected > 0 {
+            return;
+        }
+        if retired {
+            // Its client redials at once; the wait ends with the grace at the latest, so no name expires
+            // with requests queued.
+            let grace_end = self.registry.get(&id).and_then(|t| t.expires_at());
+            if let Some(until) = now.checked_add(self.config.limits.handshake_timeout) {
+                self.replacing.insert((grace_end.map_or(until, |e| e.min(until)), id));
+                return;
+            }
+        }
+        self.refuse_queue(&id);
+    }
+
+    /// Nothing will serve `id`'s queue now: tells each waiter the tunnel is offline, oldest first.
+    fn refuse_queue(&mut self, id: &TunnelId) {
+        let Some(pool) = self.pools.get_mut(id) else { return };
+        let orphans: Vec<WaiterId> = pool.drain_waiters().collect();
+        let why = self.offline_refusal(id);
         for waiter in orphans {
             self.forget_waiter(waiter);
             self.out.push_back(Output::Refused { waiter, why });
         }
+    }
+
+    /// True while `id` awaits the replacement of its retired last connection.
+    fn awaiting_replacement(&self, id: &TunnelId) -> bool {
+        self.replacing.iter().any(|(_, t)| t == id)
     }
 
     fn checkout(&mut self, now: Instant, waiter: WaiterId, tunnel: TunnelId) {
@@ -508,8 +560,9 @@ impl Hub {
             self.out.push_back(Output::Refused { waiter, why: Refusal::UnknownTunnel });
             return;
         }
+        let awaiting = self.awaiting_replacement(&tunnel);
         let Some(pool) = self.pools.get_mut(&tunnel) else { return };
-        if pool.is_empty() {
+        if pool.is_empty() && !awaiting {
             let why = self.offline_refusal(&tunnel);
             self.out.push_back(Output::Refused { waiter, why });
             return;
@@ -584,9 +637,12 @@ impl Hub {
             let t = self.registry.get(id).expect("pool without a tunnel");
             assert_eq!(t.connected, pool.len(), "{id}: registry and pool disagree on connections");
             assert!(
-                pool.waiting_count() == 0 || pool.busy_count() > 0,
+                pool.waiting_count() == 0 || pool.busy_count() > 0 || self.awaiting_replacement(id),
                 "{id}: waiters with nothing to wait for"
             );
+            if self.awaiting_replacement(id) {
+                assert!(pool.is_empty(), "{id}: awaits a replacement while holding connections");
+            }
             for w in pool.waiters() {
                 assert_eq!(self.waiters.get(&w).map(|e| &e.tunnel), Some(id), "{w:?} queued but not indexed");
             }
@@ -601,6 +657,9 @@ impl Hub {
         let deadlines: BTreeSet<_> =
             self.waiters.iter().filter_map(|(w, e)| e.deadline.map(|d| (d, *w))).collect();
         assert_eq!(deadlines, self.deadlines, "deadline index out of step");
+        for (_, id) in &self.replacing {
+            assert!(self.pools.contains_key(id), "{id}: awaits a replacement but has no pool");
+        }
     }
 }
 

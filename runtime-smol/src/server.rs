@@ -249,7 +249,7 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
         st.routes.bells.insert(conn, ring);
     }
     shared.hub(|hub, now| hub.handle(now, Input::Hello { conn, hello }));
-    let closed = |shared: &Shared| {
+    let ended = |shared: &Shared, input: Input| {
         {
             // With the bell gone `deliver` refuses later grants itself; one that crossed the close is
             // refused here the same way, so no visitor waits forever.
@@ -261,8 +261,9 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
                 let _ = tx.try_send(Err(OFFLINE));
             }
         }
-        shared.hub(|hub, now| hub.handle(now, Input::ConnClosed { conn }));
+        shared.hub(|hub, now| hub.handle(now, input));
     };
+    let closed = |shared: &Shared| ended(shared, Input::ConnClosed { conn });
     let Ok((verdict, write_line)) = vrx.recv().await else { return closed(&shared) };
     if write_line {
         let mut line = BytesMut::new();
@@ -311,7 +312,8 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
                     stream = s;
                     shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
                 }
-                Err(_) => return closed(&shared),
+                // The visitor's exchange did not end cleanly; the client replaces the connection.
+                Err(_) => return ended(&shared, Input::Retired { conn }),
             },
             // The visitor left between grant and delivery: the connection is unused, check it in.
             Err(TrySendError::Closed(Ok(lease)) | TrySendError::Full(Ok(lease))) => {

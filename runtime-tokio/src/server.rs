@@ -271,7 +271,8 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
                             stream = s;
                             shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
                         }
-                        Err(_) => return closed(&shared, conn),
+                        // The visitor's exchange did not end cleanly; the client replaces the connection.
+                        Err(_) => return ended(&shared, conn, Input::Retired { conn }),
                     },
                     // The visitor left between grant and delivery: the connection is unused, check it in.
                     Err(Ok(lease)) => {
@@ -287,8 +288,13 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
     }
 }
 
-/// A tunnel connection ended: the hub forgets it, and a visitor granted it in the meantime is refused.
+/// A tunnel connection closed: the hub forgets it, and a visitor granted it in the meantime is refused.
 fn closed(shared: &Shared, conn: ConnId) {
+    ended(shared, conn, Input::ConnClosed { conn })
+}
+
+/// A tunnel connection ended, told to the hub as `input`; a visitor granted it meanwhile is refused.
+fn ended(shared: &Shared, conn: ConnId, input: Input) {
     {
         // With the bell gone `deliver` refuses later grants itself; one that crossed the close is
         // refused here the same way, so no visitor waits forever.
@@ -300,7 +306,7 @@ fn closed(shared: &Shared, conn: ConnId) {
             let _ = tx.send(Err(OFFLINE));
         }
     }
-    shared.hub(|hub, now| hub.handle(now, Input::ConnClosed { conn }));
+    shared.hub(|hub, now| hub.handle(now, input));
 }
 
 /// One visitor connection: requests one after another, each answered or relayed.

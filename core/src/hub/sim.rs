@@ -34,8 +34,9 @@ pub(crate) enum Op {
     Register { name: u8, resume: u8 },
     /// A new connection says hello; token 0 the tunnel's, 1 wrong, 2 none (legacy).
     Hello { tunnel: u8, token: u8 },
-    /// Any connection ever opened closes (stale ids included).
-    Close { conn: u8 },
+    /// Any connection ever opened closes (stale ids included); `retired`: the adapter closed it
+    /// after a failed exchange, so its client is expected to replace it.
+    Close { conn: u8, retired: bool },
     /// A visitor request for a known, random or unknown name.
     Checkout { tunnel: u8 },
     /// Any waiter ever made goes away (ended ones included: a race).
@@ -68,6 +69,8 @@ pub(crate) fn config(
             max_waiters,
             max_tunnels,
             wait_timeout: Duration::from_secs(5),
+            // Shorter than the wait, so a retired last connection's replacement wait can run out.
+            handshake_timeout: Duration::from_secs(2),
             offline_grace: Duration::from_secs(8),
             ..Limits::default()
         },
@@ -97,7 +100,7 @@ pub(crate) fn decode(data: &[u8]) -> (ServerConfig, Vec<Step>) {
             let op = match b[0] & 7 {
                 0 => Op::Register { name: b[1], resume: flag % 3 },
                 1 => Op::Hello { tunnel: b[1], token: flag % 3 },
-                2 => Op::Close { conn: b[1] },
+                2 => Op::Close { conn: b[1], retired: flag & 1 != 0 },
                 3 => Op::Checkout { tunnel: b[1] },
                 4 => Op::Cancel { waiter: b[1] },
                 5 => Op::Checkin { conn: b[1] },
@@ -122,6 +125,8 @@ struct MTunnel {
     queue: VecDeque<(WaiterId, Option<Instant>)>,
     /// Set while offline.
     expires: Option<Instant>,
+    /// Set while its retired last connection's replacement is awaited: until when.
+    replace_by: Option<Instant>,
 }
 
 impl MTunnel {
@@ -143,15 +148,35 @@ impl Model {
     fn advance(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.now = self.now.max(now);
         let now = self.now;
-        let mut due: Vec<(Instant, WaiterId)> = self
-            .tunnels
-            .values()
-            .flat_map(|t| t.queue.iter().filter_map(|&(w, d)| d.filter(|d| *d <= now).map(|d| (d, w))))
-            .collect();
-        due.sort();
-        for (_, w) in due {
-            self.tunnels.values_mut().for_each(|t| t.queue.retain(|q| q.0 != w));
-            out.push(Output::Refused { waiter: w, why: Refusal::TimedOut });
+        // One due event at a time, earliest first; a waiter's deadline before a replacement wait's end
+        // at the same instant.
+        loop {
+            let waiter = self
+                .tunnels
+                .values()
+                .flat_map(|t| t.queue.iter().filter_map(|&(w, d)| d.filter(|d| *d <= now).map(|d| (d, w))))
+                .min();
+            let replace = self
+                .tunnels
+                .iter()
+                .filter_map(|(id, t)| t.replace_by.filter(|r| *r <= now).map(|r| (r, id.clone())))
+                .min();
+            match (waiter, replace) {
+                (Some((d, w)), r) if r.as_ref().is_none_or(|r| d <= r.0) => {
+                    self.tunnels.values_mut().for_each(|t| t.queue.retain(|q| q.0 != w));
+                    out.push(Output::Refused { waiter: w, why: Refusal::TimedOut });
+                }
+                (_, Some((_, id))) => {
+                    let t = &self.tunnels[&id];
+                    let why = self.offline(t);
+                    out.extend(t.queue.iter().map(|&(waiter, _)| Output::Refused { waiter, why }));
+                    if let Some(t) = self.tunnels.get_mut(&id) {
+                        t.queue.clear();
+                        t.replace_by = None;
+                    }
+                }
+                _ => break,
+            }
         }
         let mut expired: Vec<(Instant, TunnelId)> = self
             .tunnels
@@ -212,6 +237,7 @@ impl Model {
         self.conn_of.insert(conn, hello.id.clone());
         if t.connected() == 0 {
             t.expires = None;
+            t.replace_by = None;
             out.push(Output::Event(ServerEvent::Online { id: hello.id.clone() }));
         }
         match t.queue.pop_front() {
@@ -223,7 +249,7 @@ impl Model {
         }
     }
 
-    fn close(&mut self, conn: ConnId, out: &mut Vec<Output>) {
+    fn close(&mut self, conn: ConnId, retired: bool, out: &mut Vec<Output>) {
         let Some(id) = self.conn_of.remove(&conn) else { return };
         let now = self.now;
         let Some(t) = self.tunnels.get_mut(&id) else { return };
@@ -232,6 +258,12 @@ impl Model {
         if t.connected() == 0 {
             t.expires = now.checked_add(self.cfg.limits.offline_grace);
             out.push(Output::Event(ServerEvent::Offline { id: id.clone() }));
+            // SPEC §5: its client replaces a connection the server closed; the queue waits for that.
+            let until = now.checked_add(self.cfg.limits.handshake_timeout);
+            if let (true, Some(until)) = (retired, until) {
+                t.replace_by = Some(t.expires.map_or(until, |e| e.min(until)));
+                return;
+            }
             let t = &self.tunnels[&id];
             let why = self.offline(t);
             out.extend(t.queue.iter().map(|&(waiter, _)| Output::Refused { waiter, why }));
@@ -246,7 +278,7 @@ impl Model {
             out.push(Output::Refused { waiter, why: Refusal::UnknownTunnel });
             return;
         };
-        if t.connected() == 0 {
+        if t.connected() == 0 && t.replace_by.is_none() {
             out.push(Output::Refused { waiter, why: self.offline(t) });
             return;
         }
@@ -279,9 +311,12 @@ impl Model {
         self.tunnels.values_mut().for_each(|t| t.queue.retain(|q| q.0 != waiter));
     }
 
-    /// The earliest live deadline: a queued waiter's or an offline tunnel's.
+    /// The earliest live deadline: a queued waiter's, a replacement wait's or an offline tunnel's.
     fn next_deadline(&self) -> Option<Instant> {
-        self.tunnels.values().flat_map(|t| t.queue.iter().filter_map(|q| q.1).chain(t.expires)).min()
+        self.tunnels
+            .values()
+            .flat_map(|t| t.queue.iter().filter_map(|q| q.1).chain(t.expires).chain(t.replace_by))
+            .min()
     }
 }
 
@@ -380,12 +415,13 @@ impl Sim {
                 self.model.hello(conn, &hello, &mut want);
                 self.hub.handle(given, Input::Hello { conn, hello });
             }
-            Op::Close { conn } => {
+            Op::Close { conn, retired } => {
                 let conn = ConnId(1 + u64::from(conn) % self.next_conn.max(1));
                 self.leases.remove(&conn);
                 self.model.advance(given, &mut want);
-                self.model.close(conn, &mut want);
-                self.hub.handle(given, Input::ConnClosed { conn });
+                self.model.close(conn, retired, &mut want);
+                let input = if retired { Input::Retired { conn } } else { Input::ConnClosed { conn } };
+                self.hub.handle(given, input);
             }
             Op::Checkout { tunnel } => {
                 let id = self.pick_name(tunnel);
@@ -511,6 +547,7 @@ impl Sim {
                 busy: BTreeSet::new(),
                 queue: VecDeque::new(),
                 expires,
+                replace_by: None,
             };
             self.model.tunnels.insert(id.clone(), t);
             self.tokens.insert(id.clone(), fresh);
@@ -572,7 +609,7 @@ impl Sim {
         assert_eq!(self.hub.now, now, "clock not clamped");
         let live: Vec<Option<Instant>> = self.queued.values().flatten().map(|e| e.1).collect();
         assert!(live.iter().flatten().all(|d| *d > now), "a waiter outlived its deadline");
-        let expiries = self.model.tunnels.values().filter_map(|t| t.expires);
+        let expiries = self.model.tunnels.values().flat_map(|t| t.expires.into_iter().chain(t.replace_by));
         let earliest = live.iter().flatten().copied().chain(expiries).min();
         assert_eq!(earliest, self.model.next_deadline());
         assert_eq!(self.hub.poll_timeout(), earliest, "poll_timeout is not the earliest live deadline");

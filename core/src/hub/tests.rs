@@ -244,6 +244,44 @@ fn losing_the_last_connection_refuses_the_queue_as_offline() {
     assert!(offline.message().contains("tunnel offline"));
 }
 
+/// SPEC §5: a connection the server retired is replaced by its client, so requests queued behind it
+/// (and new ones) wait for the replacement instead of getting "offline"; only if none comes within
+/// a handshake's time are they refused.
+#[test]
+fn a_retired_last_connection_keeps_the_queue_for_its_replacement() {
+    let (mut hub, t0, token) = setup(cfg());
+    let handshake = cfg().limits.handshake_timeout;
+    hello(&mut hub, t0, 1, Some(token));
+    assert_eq!(
+        checkout(&mut hub, t0, 1, "myapp"),
+        vec![Output::Granted { waiter: WaiterId(1), conn: ConnId(1) }]
+    );
+    assert!(checkout(&mut hub, t0, 2, "myapp").is_empty(), "the second request queues");
+    hub.handle(t0 + SEC, Input::Retired { conn: ConnId(1) });
+    assert_eq!(drain(&mut hub), vec![Output::Event(ServerEvent::Offline { id: id("myapp") })]);
+    assert!(checkout(&mut hub, t0 + SEC, 3, "myapp").is_empty(), "a new request queues too");
+    assert_eq!(hub.poll_timeout(), Some(t0 + SEC + handshake));
+    let granted = hello(&mut hub, t0 + 2 * SEC, 2, Some(token));
+    assert_eq!(
+        granted,
+        vec![
+            verdict(Verdict::Accepted, 2),
+            Output::Event(ServerEvent::Online { id: id("myapp") }),
+            Output::Granted { waiter: WaiterId(2), conn: ConnId(2) },
+        ]
+    );
+    // The wait is over: the next retirement starts a new one, and this time nothing comes.
+    hub.handle(t0 + 3 * SEC, Input::Retired { conn: ConnId(2) });
+    drain(&mut hub);
+    hub.handle_timeout(t0 + 3 * SEC + handshake - Duration::from_millis(1));
+    assert!(drain(&mut hub).is_empty(), "refused before the replacement wait ran out");
+    hub.handle_timeout(t0 + 3 * SEC + handshake);
+    let offline = Refusal::Offline { retry_after: OFFLINE_RETRY_AFTER };
+    assert_eq!(drain(&mut hub), vec![refused(3, offline)]);
+    let refused_now = checkout(&mut hub, t0 + 3 * SEC + handshake, 4, "myapp");
+    assert_eq!(refused_now, vec![refused(4, offline)], "no wait once the replacement did not come");
+}
+
 #[test]
 fn too_many_tunnels_is_503_and_time_is_clamped() {
     let (mut hub, t0, _) = setup(cfg());
@@ -339,7 +377,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<u8>(), 0..3u8).prop_map(|(name, resume)| Op::Register { name, resume }),
         3 => (any::<u8>(), prop_oneof![8 => Just(0u8), 1 => Just(1), 1 => Just(2)])
             .prop_map(|(tunnel, token)| Op::Hello { tunnel, token }),
-        2 => any::<u8>().prop_map(|conn| Op::Close { conn }),
+        2 => (any::<u8>(), any::<bool>()).prop_map(|(conn, retired)| Op::Close { conn, retired }),
         5 => any::<u8>().prop_map(|tunnel| Op::Checkout { tunnel }),
         1 => any::<u8>().prop_map(|waiter| Op::Cancel { waiter }),
         4 => any::<u8>().prop_map(|conn| Op::Checkin { conn }),

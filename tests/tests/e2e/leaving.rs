@@ -198,3 +198,32 @@ pub fn mid_response(env: &Env) {
         );
     }
 }
+
+/// A request queued behind a large download on a tunnel of one connection, whose visitor resets
+/// partway: the connection that carried the download is replaced by the client, and the queued
+/// request waits for the replacement and is served (not refused as "tunnel offline": the client
+/// never left).
+pub fn queued_behind_a_leaver(env: &Env) {
+    let (t, server, _origin) = tunnel(env, 1);
+    let waiting = || server.tunnel_status(&t.id).and_then(|st| json_num(&st, "waiting"));
+    for round in 0..3 {
+        let mut leaver = t.connect();
+        leaver.send(&Req::get(&t.target("/download/8000000")).encode(&t.host));
+        assert_eq!(leaver.response_head().expect("the download's head").status, 200);
+        leaver.read_exact(100_000).expect("the start of the download");
+
+        let mut queued = t.connect();
+        let rest = format!("/queued/{round}");
+        queued.send(&Req::get(&t.target(&rest)).encode(&t.host));
+        wait_until(SOON, "the second request to queue", || waiting() == Some(1));
+        leaver.abort();
+        let r = queued.response("GET");
+        assert_eq!(
+            (r.status, r.header("x-echo-target")),
+            (200, Some(rest.as_str())),
+            "round {round}: {}",
+            r.text()
+        );
+    }
+    still_whole(&t, &server, 1, "after the queued requests");
+}
