@@ -6,7 +6,8 @@
 //! the response with its interim heads (the other way). The adapter runs the
 //! two pumps of an exchange concurrently, so an origin that answers before it
 //! has read the whole body (or echoes it as it reads) cannot deadlock the
-//! proxy. [`settle`] then says what each connection may do next.
+//! proxy. [`settle`] then says what each connection may do next; a response
+//! whose visitor left is read to its end within a [`Drain`]'s budget.
 //!
 //! ```text
 //!  loop { match pump.step(&mut buf, eof)? {
@@ -25,6 +26,9 @@ use bytes::{Bytes, BytesMut};
 use crate::http::rewrite::{rewrite_response, visitor_keep_alive};
 use crate::http::{BodyKind, Decoder, Frame, FrameError, Method, RequestInfo};
 use crate::limits::Limits;
+
+mod drain;
+pub use drain::{DRAIN_BUDGET, DRAIN_TIME, Drain};
 
 /// Most body bytes validated while a request head is held back (see [`Pump::request`]).
 pub const HOLD_LIMIT: usize = 64 * 1024;

@@ -269,6 +269,7 @@ async fn relay_requests(
                     &mut futures_lite::io::sink(),
                     &mut req,
                     &AtomicBool::new(false),
+                    None,
                 )
                 .await;
                 let reply = front::origin_unreachable(&opts.origin(), &error, &head);
@@ -284,7 +285,7 @@ async fn relay_requests(
             }
         };
         let mut resp = Pump::response(&limits, head.request_info(), Sink::Peer);
-        let mut outcome = exchange(tunnel, &mut buf, &mut req, o, &mut obuf, &mut resp).await;
+        let mut outcome = exchange(tunnel, &mut buf, &mut req, o, &mut obuf, &mut resp, None).await;
         if let Outcome::ResponseFailed { response_started } = outcome
             && may_retry(head.method(), head.body(), reused, response_started)
         {
@@ -294,7 +295,9 @@ async fn relay_requests(
                 resp = Pump::response(&limits, head.request_info(), Sink::Peer);
                 let request = Some(Ending::Message { keep_alive: head.keep_alive() });
                 outcome =
-                    match crate::io::pump(o, &mut obuf, tunnel, &mut resp, &AtomicBool::new(false)).await {
+                    match crate::io::pump(o, &mut obuf, tunnel, &mut resp, &AtomicBool::new(false), None)
+                        .await
+                    {
                         Ok(response) => Outcome::Done { request, response },
                         Err(_) => Outcome::ResponseFailed { response_started: resp.started() },
                     };

@@ -13,7 +13,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use aether_core::http::{Decoder, Frame, FrameError, Head};
-use aether_core::relay::{self, BATCH, Batch, Ending, Pump, ReadSize, Step};
+use aether_core::relay::{self, BATCH, Batch, Drain, Ending, Pump, ReadSize, Step};
 use async_io::Timer;
 use async_net::TcpStream;
 use bytes::BytesMut;
@@ -128,17 +128,22 @@ pub enum PumpError {
     Read,
     /// Writing the sink failed.
     Write,
+    /// Writing the sink failed, and the rest of the message was read past to this end (a drain).
+    Drained(Ending),
 }
 
 /// Runs `pump` from `src` (with `buf` holding what was already read) to `dst` until the message ends.
 ///
-/// `wrote` is set once a byte reached `dst`, so a caller that cancels the pump still knows.
+/// `wrote` is set once a byte reached `dst`, so a caller that cancels the pump still knows. With a
+/// `drain` budget a failed write stops the writing, not the reading: the rest of the message is
+/// read past within a [`Drain`], and the pump ends with [`PumpError::Drained`].
 pub async fn pump<R, W>(
     src: &mut R,
     buf: &mut BytesMut,
     dst: &mut W,
     pump: &mut Pump,
     wrote: &AtomicBool,
+    drain: Option<usize>,
 ) -> Result<Ending, PumpError>
 where
     R: AsyncRead + Unpin,
@@ -149,28 +154,57 @@ where
     // Pieces decoded from what was read, written together before the next read: one syscall for a
     // head and its body.
     let mut pending = Batch::default();
+    // Set once a write failed and draining is on: from then on nothing is written.
+    let mut lost = None;
     loop {
         match pump.step(buf, eof).map_err(PumpError::Frame)? {
             Step::Write(bytes) => {
                 pending.push(bytes);
                 if pending.is_full() {
-                    write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
+                    write_or_drain(dst, &mut pending, wrote, drain, &mut lost).await?;
                 }
             }
             Step::Read => {
                 // Written before waiting, so a streamed event reaches the reader now.
-                write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
-                let n = read_buf(src, buf, size.next()).await.map_err(|_| PumpError::Read)?;
+                write_or_drain(dst, &mut pending, wrote, drain, &mut lost).await?;
+                let read = read_buf(src, buf, size.next());
+                let n = match &lost {
+                    None => read.await,
+                    Some(d) => timeout_at(d.deadline(), read).await.ok_or(PumpError::Write)?,
+                };
+                let n = n.map_err(|_| PumpError::Read)?;
+                if let Some(d) = &mut lost
+                    && !d.take(n, Instant::now())
+                {
+                    return Err(PumpError::Write);
+                }
                 size.read(size.next(), n);
                 eof = n == 0;
             }
             Step::Done(ending) => {
-                write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
+                write_or_drain(dst, &mut pending, wrote, drain, &mut lost).await?;
                 relay::shrink(buf);
-                return Ok(ending);
+                return if lost.is_some() { Err(PumpError::Drained(ending)) } else { Ok(ending) };
             }
         }
     }
+}
+
+/// Writes out `pending`, or drops it once the sink is lost; a failed write loses the sink if `drain`
+/// gives a budget, else it is the pump's error.
+async fn write_or_drain<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    pending: &mut Batch,
+    wrote: &AtomicBool,
+    drain: Option<usize>,
+    lost: &mut Option<Drain>,
+) -> Result<(), PumpError> {
+    if lost.is_none() && write_out(dst, pending, wrote).await.is_err() {
+        let budget = drain.ok_or(PumpError::Write)?;
+        *lost = Some(Drain::new(budget, Instant::now()));
+    }
+    pending.clear();
+    Ok(())
 }
 
 /// Writes every pending piece with vectored writes, then flushes.
@@ -232,9 +266,17 @@ pub enum Outcome {
         /// Some of the response already went downstream.
         response_started: bool,
     },
+    /// The downstream left, and the response was read past to its end (see [`pump`]'s `drain`).
+    Abandoned {
+        /// How the request ended, if it did.
+        request: Option<Ending>,
+        /// How the response ended.
+        response: Ending,
+    },
 }
 
-/// Runs one exchange: the request body from `down` to `up` and the response back, concurrently.
+/// Runs one exchange: the request body from `down` to `up` and the response back, concurrently;
+/// `drain`: the response's budget for a downstream that leaves (see [`pump`]).
 pub async fn exchange(
     down: &mut TcpStream,
     down_buf: &mut BytesMut,
@@ -242,12 +284,13 @@ pub async fn exchange(
     up: &mut TcpStream,
     up_buf: &mut BytesMut,
     resp: &mut Pump,
+    drain: Option<usize>,
 ) -> Outcome {
     // Handles to the same sockets: each pump reads one and writes the other's clone.
     let (mut down_w, mut up_w) = (down.clone(), up.clone());
     let (req_wrote, resp_wrote) = (AtomicBool::new(false), AtomicBool::new(false));
-    let mut req_fut = pin!(pump(down, down_buf, &mut up_w, req, &req_wrote));
-    let mut resp_fut = pin!(pump(up, up_buf, &mut down_w, resp, &resp_wrote));
+    let mut req_fut = pin!(pump(down, down_buf, &mut up_w, req, &req_wrote, None));
+    let mut resp_fut = pin!(pump(up, up_buf, &mut down_w, resp, &resp_wrote, drain));
     let mut request = None;
     future::poll_fn(|cx| {
         // The request first: a body-less request ends at once, and must not lose a race against a
@@ -266,6 +309,7 @@ pub async fn exchange(
         }
         resp_fut.as_mut().poll(cx).map(|r| match r {
             Ok(response) => Outcome::Done { request, response },
+            Err(PumpError::Drained(response)) => Outcome::Abandoned { request, response },
             Err(_) => Outcome::ResponseFailed { response_started: resp_wrote.load(Ordering::Relaxed) },
         })
     })

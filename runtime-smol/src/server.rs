@@ -16,7 +16,7 @@ use aether_core::http::Decoder;
 use aether_core::hub::{ConnId, Hub, Input, Output, Refusal, ServerEvent, WaiterId};
 use aether_core::limits::Limits;
 use aether_core::options::ServeOptions;
-use aether_core::relay::After;
+use aether_core::relay::{After, DRAIN_BUDGET};
 use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use bytes::BytesMut;
@@ -29,6 +29,9 @@ use crate::io::{HeadDeadlines, HeadError, Outcome, exchange, read_buf, read_head
 
 /// The answer for a visitor granted a connection whose task is gone.
 const OFFLINE: Refusal = Refusal::Offline { retry_after: aether_core::hub::OFFLINE_RETRY_AFTER };
+
+/// A response whose visitor left is read to its end, up to this, to keep its tunnel connection.
+const DRAIN: Option<usize> = Some(DRAIN_BUDGET);
 
 /// A tunnel connection lent to one visitor request; dropping it closes the connection.
 struct Lease {
@@ -380,7 +383,7 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         let (mut req, mut resp) = forward.pumps(dec, &shared.limits);
         tbuf.clear();
         let outcome =
-            exchange(&mut stream, &mut buf, &mut req, &mut lease.stream, &mut tbuf, &mut resp).await;
+            exchange(&mut stream, &mut buf, &mut req, &mut lease.stream, &mut tbuf, &mut resp, DRAIN).await;
         let (request_end, response_end) = match outcome {
             Outcome::Done { request, response } => (request, response),
             Outcome::RequestFailed { frame, response_started } => {
@@ -392,6 +395,13 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
             Outcome::ResponseFailed { response_started } => {
                 if let Some(reply) = front::broken(None, response_started) {
                     let _ = stream.write_all(&reply).await;
+                }
+                return;
+            }
+            Outcome::Abandoned { request, response } => {
+                // The visitor left and the response was read to its end: the connection may be in step.
+                if resp.settle(request, response, !tbuf.is_empty()).upstream == After::Reuse {
+                    let _ = lease.back.try_send(lease.stream);
                 }
                 return;
             }

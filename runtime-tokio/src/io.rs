@@ -6,10 +6,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use aether_core::http::{Decoder, Frame, FrameError, Head};
-use aether_core::relay::{self, BATCH, Batch, Ending, Pump, ReadSize, Step};
+use aether_core::relay::{self, BATCH, Batch, Drain, Ending, Pump, ReadSize, Step};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, Sleep, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 
 /// Read buffer size for heads: one read usually holds a whole head.
 pub const READ_CHUNK: usize = relay::READ_FIRST;
@@ -135,17 +135,22 @@ pub enum PumpError {
     Read,
     /// Writing the sink failed.
     Write,
+    /// Writing the sink failed, and the rest of the message was read past to this end (a drain).
+    Drained(Ending),
 }
 
 /// Runs `pump` from `src` (with `buf` holding what was already read) to `dst` until the message ends.
 ///
-/// `wrote` is set once a byte reached `dst`, so a caller that cancels the pump still knows.
+/// `wrote` is set once a byte reached `dst`, so a caller that cancels the pump still knows. With a
+/// `drain` budget a failed write stops the writing, not the reading: the rest of the message is
+/// read past within a [`Drain`], and the pump ends with [`PumpError::Drained`].
 pub async fn pump<R, W>(
     src: &mut R,
     buf: &mut BytesMut,
     dst: &mut W,
     pump: &mut Pump,
     wrote: &AtomicBool,
+    drain: Option<usize>,
 ) -> Result<Ending, PumpError>
 where
     R: AsyncRead + Unpin,
@@ -156,30 +161,61 @@ where
     // Pieces decoded from what was read, written together before the next read: one syscall for a
     // head and its body.
     let mut pending = Batch::default();
+    // Set once a write failed and draining is on: from then on nothing is written.
+    let mut lost = None;
     loop {
         match pump.step(buf, eof).map_err(PumpError::Frame)? {
             Step::Write(bytes) => {
                 pending.push(bytes);
                 if pending.is_full() {
-                    write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
+                    write_or_drain(dst, &mut pending, wrote, drain, &mut lost).await?;
                 }
             }
             Step::Read => {
                 // Written before waiting, so a streamed event reaches the reader now.
-                write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
+                write_or_drain(dst, &mut pending, wrote, drain, &mut lost).await?;
                 buf.reserve(size.next());
                 let room = buf.capacity() - buf.len();
-                let n = src.read_buf(buf).await.map_err(|_| PumpError::Read)?;
+                let read = src.read_buf(buf);
+                let n = match &lost {
+                    None => read.await,
+                    Some(d) => timeout_at(Instant::from_std(d.deadline()), read)
+                        .await
+                        .map_err(|_| PumpError::Write)?,
+                };
+                let n = n.map_err(|_| PumpError::Read)?;
+                if let Some(d) = &mut lost
+                    && !d.take(n, Instant::now().into_std())
+                {
+                    return Err(PumpError::Write);
+                }
                 size.read(room, n);
                 eof = n == 0;
             }
             Step::Done(ending) => {
-                write_out(dst, &mut pending, wrote).await.map_err(|_| PumpError::Write)?;
+                write_or_drain(dst, &mut pending, wrote, drain, &mut lost).await?;
                 relay::shrink(buf);
-                return Ok(ending);
+                return if lost.is_some() { Err(PumpError::Drained(ending)) } else { Ok(ending) };
             }
         }
     }
+}
+
+/// Writes out `pending`, or drops it once the sink is lost; a failed write loses the sink if `drain`
+/// gives a budget, else it is the pump's error.
+async fn write_or_drain<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    pending: &mut Batch,
+    wrote: &AtomicBool,
+    drain: Option<usize>,
+    lost: &mut Option<Drain>,
+) -> Result<(), PumpError> {
+    if lost.is_none() && write_out(dst, pending, wrote).await.is_err() {
+        let budget = drain.ok_or(PumpError::Write)?;
+        *lost = Some(Drain::new(budget, Instant::now().into_std()));
+    }
+    pending.clear();
+    Ok(())
 }
 
 /// Writes every pending piece with vectored writes, then flushes.
@@ -238,9 +274,17 @@ pub enum Outcome {
         /// Some of the response already went downstream.
         response_started: bool,
     },
+    /// The downstream left, and the response was read past to its end (see [`pump`]'s `drain`).
+    Abandoned {
+        /// How the request ended, if it did.
+        request: Option<Ending>,
+        /// How the response ended.
+        response: Ending,
+    },
 }
 
-/// Runs one exchange: the request body from `down` to `up` and the response back, concurrently.
+/// Runs one exchange: the request body from `down` to `up` and the response back, concurrently;
+/// `drain`: the response's budget for a downstream that leaves (see [`pump`]).
 pub async fn exchange(
     down: &mut tokio::net::TcpStream,
     down_buf: &mut BytesMut,
@@ -248,12 +292,13 @@ pub async fn exchange(
     up: &mut tokio::net::TcpStream,
     up_buf: &mut BytesMut,
     resp: &mut Pump,
+    drain: Option<usize>,
 ) -> Outcome {
     let (mut dr, mut dw) = down.split();
     let (mut ur, mut uw) = up.split();
     let (req_wrote, resp_wrote) = (AtomicBool::new(false), AtomicBool::new(false));
-    let req_fut = pump(&mut dr, down_buf, &mut uw, req, &req_wrote);
-    let resp_fut = pump(&mut ur, up_buf, &mut dw, resp, &resp_wrote);
+    let req_fut = pump(&mut dr, down_buf, &mut uw, req, &req_wrote, None);
+    let resp_fut = pump(&mut ur, up_buf, &mut dw, resp, &resp_wrote, drain);
     tokio::pin!(req_fut, resp_fut);
     let mut request = None;
     loop {
@@ -270,6 +315,7 @@ pub async fn exchange(
             },
             r = &mut resp_fut => return match r {
                 Ok(response) => Outcome::Done { request, response },
+                Err(PumpError::Drained(response)) => Outcome::Abandoned { request, response },
                 Err(_) => Outcome::ResponseFailed { response_started: resp_wrote.load(Ordering::Relaxed) },
             },
         }

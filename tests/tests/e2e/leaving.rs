@@ -2,11 +2,17 @@
 //! moment, never costs the tunnel a healthy connection"): while queued (reset or FIN), between
 //! the grant and its first byte reaching the tunnel, halfway through its request body, and
 //! partway through a large response. Afterwards the tunnel holds its connections again and the
-//! next requests all succeed. Not covered: leaving during an upgrade (see `streaming`).
+//! next requests all succeed. A response whose visitor left is read to its end when the rest is
+//! small and quick, and its connection kept; else that connection is closed. Not covered: leaving
+//! during an upgrade (see `streaming`).
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
+use std::time::Instant;
 
-use aether_tests::{Conn, Env, Origin, Req, Server, Tunnel, json_num, json_str, loopback, wait_until};
+use aether_core::relay::{DRAIN_BUDGET, DRAIN_TIME};
+use aether_tests::{
+    Conn, Env, Origin, Req, Server, Tunnel, json_num, json_str, loopback, pattern, slack, wait_until,
+};
 
 use crate::common::SOON;
 
@@ -226,4 +232,130 @@ pub fn queued_behind_a_leaver(env: &Env) {
         );
     }
     still_whole(&t, &server, 1, "after the queued requests");
+}
+
+/// A server whose tunnel `name` has one hand-driven connection, and that connection.
+fn hand_tunnel(env: &Env, name: &str) -> (Server, Conn) {
+    let mut opts = loopback();
+    opts.limits.max_conn_per_tunnel = 1;
+    let server = env.serve(opts);
+    let a = dial(&server, &hello(&server, name));
+    (server, a)
+}
+
+/// Body bytes the visitor is sent before it leaves.
+const FIRST: usize = 16 * 1024;
+
+/// `data` as one chunk of a chunked body.
+fn chunk(data: &[u8]) -> Vec<u8> {
+    [format!("{:x}\r\n", data.len()).as_bytes(), data, b"\r\n"].concat()
+}
+
+/// A visitor asks tunnel `name` for `rest`; the hand connection `a` answers with `head` and
+/// `first`; the visitor reads the head and part of the body, then resets.
+fn leave_midway(server: &Server, a: &mut Conn, name: &str, rest: &str, head: &str, first: &[u8]) {
+    let mut v = Conn::open(server.http_addr());
+    v.send(&Req::get(&format!("/{name}{rest}")).encode("h"));
+    let line = next_request(a).expect("the visitor's request down the tunnel connection");
+    assert!(line.contains(&format!("{rest} ")), "{line:?}");
+    a.send(head.as_bytes());
+    a.send(first);
+    assert_eq!(v.response_head().expect("the response head").status, 200);
+    v.read_exact(1000).expect("the start of the body");
+    v.abort();
+}
+
+/// A second visitor's request comes down the same connection `a`, and its answer reaches it.
+fn serves_next(server: &Server, a: &mut Conn, name: &str, what: &str) {
+    let mut v = Conn::open(server.http_addr());
+    v.send(&Req::get(&format!("/{name}/next")).encode("h"));
+    let line = next_request(a);
+    assert!(
+        line.as_ref().is_some_and(|l| l.contains("/next ")),
+        "{what}: the next request did not come down the same tunnel connection ({line:?}); a \
+         visitor that left before a small rest of its response cost the tunnel it (SPEC §5)"
+    );
+    a.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext");
+    let r = v.response("GET");
+    assert_eq!((r.status, r.text().as_str()), (200, "next"), "{what}");
+}
+
+/// A visitor leaves partway through a response whose rest (a quarter of the drain budget, by
+/// Content-Length, then chunked) comes after it left: the server reads the rest past, and the
+/// same tunnel connection carries the next visitor's request.
+pub fn rest_drained(env: &Env) {
+    let (server, mut a) = hand_tunnel(env, "drain");
+    let pieces: Vec<Vec<u8>> = (0..16).map(|i| pattern(DRAIN_BUDGET / 64, i)).collect();
+    let total = FIRST + pieces.iter().map(Vec::len).sum::<usize>();
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n");
+    leave_midway(&server, &mut a, "drain", "/length", &head, &pattern(FIRST, 99));
+    // Several writes after the reset: the server learns the visitor left when one to it fails. A
+    // failed write here is the server closing the connection, which `serves_next` reports.
+    for piece in &pieces {
+        if a.try_send(piece).is_err() {
+            break;
+        }
+    }
+    serves_next(&server, &mut a, "drain", "by Content-Length");
+
+    let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    leave_midway(&server, &mut a, "drain", "/chunked", head, &chunk(&pattern(FIRST, 98)));
+    let rest = pieces.iter().map(|p| chunk(p)).chain([b"0\r\n\r\n".to_vec()]);
+    for piece in rest {
+        if a.try_send(&piece).is_err() {
+            break;
+        }
+    }
+    serves_next(&server, &mut a, "drain", "chunked");
+}
+
+/// After `write` (run beside, since the server may close meanwhile) the server has closed the
+/// hand connection `a` rather than kept it: a next visitor's request never comes down it.
+fn closes(server: &Server, a: &mut Conn, name: &str, what: &str, write: impl FnOnce(&mut dyn Write) + Send) {
+    let mut out = a.stream().try_clone().expect("clone the tunnel connection");
+    std::thread::scope(|s| {
+        s.spawn(move || write(&mut out));
+    });
+    let mut v = Conn::open(server.http_addr());
+    v.send(&Req::get(&format!("/{name}/next")).encode("h"));
+    let line = next_request(a);
+    assert!(line.is_none(), "{what}: the server kept the tunnel connection and sent {line:?} down it");
+}
+
+/// A visitor leaves partway through a response whose rest is twice the drain budget: the server
+/// closes that tunnel connection instead of reading it all.
+pub fn rest_over_budget(env: &Env) {
+    let (server, mut a) = hand_tunnel(env, "drain-over");
+    let rest = 2 * DRAIN_BUDGET;
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", FIRST + rest);
+    leave_midway(&server, &mut a, "drain-over", "/big", &head, &pattern(FIRST, 97));
+    let piece = pattern(64 * 1024, 96);
+    closes(&server, &mut a, "drain-over", "a rest over the budget", |out| {
+        // Until the server closes (a write fails) or all of it went.
+        for _ in 0..rest / piece.len() {
+            if out.write_all(&piece).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// A visitor leaves partway through an event stream that then sends a small chunk every 20 ms:
+/// the server closes that tunnel connection once the drain's time is up instead of reading on.
+pub fn rest_too_slow(env: &Env) {
+    let (server, mut a) = hand_tunnel(env, "drain-slow");
+    let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    leave_midway(&server, &mut a, "drain-slow", "/events", head, &chunk(&pattern(FIRST, 95)));
+    closes(&server, &mut a, "drain-slow", "a trickling rest", |out| {
+        let until = Instant::now() + slack(4 * DRAIN_TIME);
+        while Instant::now() < until {
+            if out.write_all(&chunk(b"beat\n")).is_err() {
+                return;
+            }
+            // The origin's pace, not a wait for a condition.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Still open: end the stream, so a server that kept reading would keep the connection.
+        let _ = out.write_all(b"0\r\n\r\n");
+    });
 }

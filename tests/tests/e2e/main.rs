@@ -57,7 +57,10 @@ all_pairings! {
     }
     client_modes { legacy_client, tokenless_server }
     expect { origin_answers_early, origin_sends_no_continue, http10_expect }
-    leaving { while_queued, between_grant_and_delivery, mid_request, mid_response, queued_behind_a_leaver }
+    leaving {
+        while_queued, between_grant_and_delivery, mid_request, mid_response, rest_drained, rest_over_budget,
+        rest_too_slow, queued_behind_a_leaver,
+    }
     registration { random_name, named, invalid_names, taken_while_connected }
     forwarding {
         methods_and_bodies, chunked_forwarded_as_received, target_byte_for_byte, forwarded_headers,
