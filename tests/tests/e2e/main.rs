@@ -46,7 +46,10 @@ macro_rules! all_pairings {
 }
 
 all_pairings! {
-    halfclose { one_by_one, at_once, after_keep_alive_and_body }
+    halfclose {
+        one_by_one, at_once, after_keep_alive_and_body, upgraded_visitor_half_closes,
+        upgraded_origin_half_closes,
+    }
     requests {
         origin_keep_alive_reused, connect_405, pipelined_smuggle, second_request_408, expect_on_refused,
     }
