@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use aether_core::options::ServeOptions;
-use aether_tests::{Conn, Env, Origin, Req, Server, Tunnel, loopback};
+use aether_tests::{Conn, Env, Origin, Req, Server, Tunnel, loopback, slack};
 
 /// A tunnel to a fresh origin through a fresh server (fields drop client first).
 pub struct Setup {
@@ -27,6 +27,19 @@ pub fn setup_with(env: &Env, opts: ServeOptions) -> Setup {
 
 /// A short bound for things that should happen at once.
 pub const SOON: Duration = Duration::from_secs(5);
+
+/// How late past a deadline the server may act (its timer and scheduling), before slack.
+pub const LATE: Duration = Duration::from_millis(250);
+
+/// Checks that what the server did `took` after a deadline of `limit` started came at it: not
+/// before `limit` (the spec's value, as given) and not after `slack(limit + LATE)`. Measure from
+/// before the server could have started its clock, so a server on time is never early.
+pub fn at_deadline(what: &str, took: Duration, limit: Duration) {
+    eprintln!("{what}: after {took:?} for a {limit:?} deadline");
+    assert!(took >= limit, "{what}: after {took:?}, before its {limit:?} deadline");
+    let late = slack(limit + LATE);
+    assert!(took <= late, "{what}: after {took:?}, later than {late:?} for a {limit:?} deadline");
+}
 
 /// Upgrades a fresh visitor connection to the origin path `rest` (`101`, `Upgrade: websocket`).
 pub fn upgrade(t: &Tunnel, rest: &str) -> Conn {
