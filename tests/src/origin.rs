@@ -3,7 +3,7 @@
 //!
 //! | path | answer |
 //! | --- | --- |
-//! | any request with `Upgrade` | `101`, then echoes raw bytes until the peer closes |
+//! | any request with `Upgrade` | `101`, then raw bytes (see [`upgraded`]: echo, last word, hang up first) |
 //! | `/download/<n>` | `n` bytes of [`pattern`]`(n, n)`, Content-Length, `X-Sum` |
 //! | `/chunked` | [`CHUNKED_RAW`] as a chunked body (an extension and a trailer) |
 //! | `/close` | [`CLOSE_BODY`] with no Content-Length, then closes |
@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 
 use crate::{checksum, pattern};
 
+pub mod upgraded;
+
 /// The raw chunked body `/chunked` sends: a chunk extension and a trailer included.
 pub const CHUNKED_RAW: &[u8] =
     b"5\r\nalpha\r\n4;note=x\r\nbeta\r\n5\r\ngamma\r\n0\r\nX-Trailer: done\r\n\r\n";
@@ -63,6 +65,8 @@ struct State {
     signal: Condvar,
     stopping: AtomicBool,
     streams: Mutex<Vec<TcpStream>>,
+    /// What `/upgrade/hang-up-first` read after its own half-close, once the peer's end of stream came.
+    heard_after_hang_up: Mutex<Option<Vec<u8>>>,
 }
 
 impl State {
@@ -142,6 +146,12 @@ impl Origin {
     /// Connections accepted.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// What the last `/upgrade/hang-up-first` connection received after shutting down its sending
+    /// side, once the peer ended its side too (`None` until then).
+    pub fn heard_after_hang_up(&self) -> Option<Vec<u8>> {
+        self.state.heard_after_hang_up.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// `/hold` requests waiting now.
@@ -389,15 +399,7 @@ fn serve_conn(mut stream: TcpStream, st: &State) -> io::Result<()> {
                 .as_bytes(),
             )?;
             let early = std::mem::take(&mut w.buf);
-            stream.write_all(&early)?;
-            let mut tmp = [0u8; 16 * 1024];
-            loop {
-                let n = w.stream.read(&mut tmp)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                stream.write_all(&tmp[..n])?;
-            }
+            return upgraded::serve(&path, early, &mut stream, w.stream, st);
         }
 
         if let Some(n) = path.strip_prefix("/download/") {

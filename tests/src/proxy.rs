@@ -8,7 +8,8 @@
 //! be switched to another target or set to *refuse* (each new connection is
 //! closed at once). Switching or refusing cuts every connection made so far.
 //! It forwards bytes both ways and passes a half-close on; it does not look at
-//! or change the bytes, and it is loopback only.
+//! or change the bytes, and it is loopback only. It counts the connections it
+//! accepts, so a case can tell how often a client dialled.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -43,6 +44,8 @@ struct Link {
 struct Shared {
     mode: Mutex<State>,
     next_id: AtomicUsize,
+    /// Connections accepted, whatever became of them.
+    accepted: AtomicUsize,
 }
 
 struct State {
@@ -75,7 +78,11 @@ impl Proxy {
         let state = State { mode: Mode::Refuse, generation: 0, links: Vec::new() };
         Proxy {
             addr,
-            shared: Arc::new(Shared { mode: Mutex::new(state), next_id: AtomicUsize::new(0) }),
+            shared: Arc::new(Shared {
+                mode: Mutex::new(state),
+                next_id: AtomicUsize::new(0),
+                accepted: AtomicUsize::new(0),
+            }),
             listener: Mutex::new(Listener::Closed(socket)),
         }
     }
@@ -107,6 +114,11 @@ impl Proxy {
     /// Forwarded connections still open (both directions not yet ended).
     pub fn links(&self) -> usize {
         lock(&self.shared).links.len()
+    }
+
+    /// Connections accepted since the proxy started listening (forwarded, refused or cut alike).
+    pub fn accepted(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
     }
 
     fn switch(&self, mode: Mode) {
@@ -154,11 +166,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             let st = lock(&shared);
             (st.mode, st.generation)
         };
-        let target = match mode {
-            Mode::Stopped => return,
-            Mode::Refuse => continue,
-            Mode::Forward(target) => target,
-        };
+        if mode == Mode::Stopped {
+            return;
+        }
+        shared.accepted.fetch_add(1, Ordering::SeqCst);
+        let Mode::Forward(target) = mode else { continue };
         let Ok(up) = TcpStream::connect_timeout(&target, DIAL_TIMEOUT) else { continue };
         let (Ok(d2), Ok(u2)) = (down.try_clone(), up.try_clone()) else { continue };
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -275,5 +287,6 @@ mod tests {
         assert!(closed(&got), "refused: closed at once, got {got:?}");
         p.forward(answering("c:"));
         assert_eq!(ask(p.addr(), "w").unwrap(), "c:w", "back from refusing");
+        assert_eq!(p.accepted(), 5, "every connection counted, the refused one too");
     }
 }

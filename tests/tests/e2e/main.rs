@@ -11,6 +11,7 @@ mod halfclose;
 mod leaving;
 mod limits;
 mod origin_faults;
+mod parking;
 mod protocol;
 mod registration;
 mod requests;
@@ -46,7 +47,11 @@ macro_rules! all_pairings {
 }
 
 all_pairings! {
-    halfclose { one_by_one, at_once, after_keep_alive_and_body }
+    halfclose {
+        one_by_one, at_once, after_keep_alive_and_body, upgraded_visitor_half_closes,
+        upgraded_origin_half_closes,
+    }
+    parking { client_parks_on_full }
     requests {
         origin_keep_alive_reused, connect_405, pipelined_smuggle, second_request_408, expect_on_refused,
     }

@@ -3,9 +3,9 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use aether_tests::{Conn, Env, Origin, Req, Tunnel, checksum, loopback, pattern, slack, wait_until};
+use aether_tests::{Conn, Env, Origin, Req, checksum, loopback, pattern, slack, wait_until};
 
-use crate::common::{SOON, setup};
+use crate::common::{SOON, setup, upgrade};
 
 /// 8 MiB up (Content-Length), 8 MiB down, and 4 MiB up in 64 KiB chunks, checksums equal.
 pub fn large_upload_and_download(env: &Env) {
@@ -63,19 +63,6 @@ pub fn sse_arrives_incrementally(env: &Env) {
     assert_eq!(r.header("x-echo-target"), Some("/after-sse"), "the stream ended cleanly");
 }
 
-fn upgrade(t: &Tunnel) -> Conn {
-    let mut conn = t.connect();
-    let req = Req::get(&t.target("/ws"))
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .header("Sec-WebSocket-Version", "13");
-    let r = conn.exchange(&t.host, &req);
-    assert_eq!(r.status, 101, "{:?}", r.headers);
-    assert_eq!(r.header("upgrade").map(str::to_ascii_lowercase).as_deref(), Some("websocket"));
-    conn
-}
-
 fn echo(conn: &mut Conn, msgs: std::ops::Range<usize>) {
     for i in msgs {
         let msg = format!("message {i} {}", "x".repeat(i % 61));
@@ -93,7 +80,7 @@ pub fn upgrade_echo_beside_requests(env: &Env) {
     let (plain_done, done) = mpsc::channel();
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            let mut ws = upgrade(t);
+            let mut ws = upgrade(t, "/ws");
             echo(&mut ws, 0..500);
             half.send(()).unwrap();
             done.recv_timeout(slack(Duration::from_secs(20))).expect("the ordinary requests finished");
@@ -133,7 +120,7 @@ pub fn upgrade_refills_pool(env: &Env) {
     let mut share = env.share_options(&server, origin.port());
     share.max_conns = Some(1);
     let t = env.tunnel_with(&server, share);
-    let mut ws = upgrade(&t);
+    let mut ws = upgrade(&t, "/ws");
     echo(&mut ws, 0..10);
     // Until the redial lands the tunnel has no connection in its pool (an immediate 503 offline).
     wait_until(SOON, "the client's fresh tunnel connection", || server.connected(&t.id) == 1);
