@@ -733,8 +733,9 @@ impl Supervisor {
             Verdict::UnknownTunnel => self.start_reregister(ReregisterReason::UnknownTunnel),
             Verdict::BadToken => self.start_reregister(ReregisterReason::BadToken),
             Verdict::Full => {
-                // Stop dialling this slot until another connection ends; the long timer is a safety net
-                // for when the server still counts connections we lost without seeing them close.
+                // Stop dialling this slot until another connection ends. Its backoff (first retry within
+                // 250 ms, doubling to the cap) is the safety net: a drop the server has not yet counted
+                // (a redial racing the close), or connections it still holds that we lost unseen.
                 self.out.push_back(Output::Close { slot: id });
                 let after = self.slots[i].backoff.fail(&mut self.rng).max(MIN_DELAY);
                 self.slots[i].state = SlotState::Parked;
