@@ -3,7 +3,8 @@
 //!
 //! Each tunnel connection has a task that owns its socket while it is idle
 //! (and notices when it closes); a visitor granted that connection borrows
-//! the socket and gives it back (check-in) or drops it (closed).
+//! the socket and gives it back (check-in), retires it (still open: its client
+//! replaces it) or drops it (failed).
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr};
@@ -36,7 +37,33 @@ const DRAIN: Option<usize> = Some(DRAIN_BUDGET);
 /// A tunnel connection lent to one visitor request; dropping it closes the connection.
 struct Lease {
     stream: TcpStream,
-    back: Sender<TcpStream>,
+    back: Sender<Back>,
+}
+
+/// What a visitor's task says of a lent connection; saying nothing means it failed (closed).
+enum Back {
+    /// The exchange ended cleanly: the connection serves again.
+    Checkin(TcpStream),
+    /// The server is done with a connection that is still open: its client will replace it.
+    Retire,
+}
+
+impl Lease {
+    fn checkin(self) {
+        let _ = self.back.try_send(Back::Checkin(self.stream));
+    }
+
+    /// Closes the connection: retired if it is still open, else (the client went) just closed.
+    async fn end(self) {
+        let mut probe = [0u8; 1];
+        let open = match future::poll_once(self.stream.peek(&mut probe)).await {
+            None => true,
+            Some(read) => read.is_ok_and(|n| n > 0),
+        };
+        if open {
+            let _ = self.back.try_send(Back::Retire);
+        }
+    }
 }
 
 /// What the hub left for a tunnel connection's task.
@@ -311,12 +338,12 @@ async fn tunnel_conn(mut stream: TcpStream, shared: Arc<Shared>) {
         let (back_tx, back_rx) = bounded(1);
         match tx.try_send(Ok(Lease { stream, back: back_tx })) {
             Ok(()) => match back_rx.recv().await {
-                Ok(s) => {
+                Ok(Back::Checkin(s)) => {
                     stream = s;
                     shared.hub(|hub, now| hub.handle(now, Input::Checkin { conn }));
                 }
-                // The visitor's exchange did not end cleanly; the client replaces the connection.
-                Err(_) => return ended(&shared, Input::Retired { conn }),
+                Ok(Back::Retire) => return ended(&shared, Input::Retired { conn }),
+                Err(_) => return closed(&shared),
             },
             // The visitor left between grant and delivery: the connection is unused, check it in.
             Err(TrySendError::Closed(Ok(lease)) | TrySendError::Full(Ok(lease))) => {
@@ -387,12 +414,14 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         let (request_end, response_end) = match outcome {
             Outcome::Done { request, response } => (request, response),
             Outcome::RequestFailed { frame, response_started } => {
+                lease.end().await;
                 if let Some(reply) = front::broken(frame, response_started) {
                     let _ = stream.write_all(&reply).await;
                 }
                 return;
             }
             Outcome::ResponseFailed { response_started } => {
+                lease.end().await;
                 if let Some(reply) = front::broken(None, response_started) {
                     let _ = stream.write_all(&reply).await;
                 }
@@ -400,8 +429,9 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
             }
             Outcome::Abandoned { request, response } => {
                 // The visitor left and the response was read to its end: the connection may be in step.
-                if resp.settle(request, response, !tbuf.is_empty()).upstream == After::Reuse {
-                    let _ = lease.back.try_send(lease.stream);
+                match resp.settle(request, response, !tbuf.is_empty()).upstream {
+                    After::Reuse => lease.checkin(),
+                    After::Close | After::Raw => lease.end().await,
                 }
                 return;
             }
@@ -412,14 +442,12 @@ async fn visitor(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
             After::Raw => {
                 // The connection leaves the pool now (the hub forgets it), so the client can replace it.
                 let Lease { stream: mut tunnel, back } = lease;
-                drop(back);
+                let _ = back.try_send(Back::Retire);
                 let _ = splice(&mut stream, &buf, &mut tunnel, &tbuf).await;
                 return;
             }
-            After::Reuse => {
-                let _ = lease.back.try_send(lease.stream);
-            }
-            After::Close => drop(lease),
+            After::Reuse => lease.checkin(),
+            After::Close => lease.end().await,
         }
         dec = req.into_decoder();
         if settled.downstream != After::Reuse {
@@ -445,7 +473,7 @@ async fn left(stream: &TcpStream) {
 fn cancel(shared: &Shared, waiter: WaiterId, rx: &Receiver<Result<Lease, Refusal>>) {
     rx.close();
     if let Ok(Ok(lease)) = rx.try_recv() {
-        let _ = lease.back.try_send(lease.stream);
+        lease.checkin();
         return;
     }
     shared.lock().routes.waiters.remove(&waiter);
