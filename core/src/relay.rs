@@ -27,7 +27,9 @@ use crate::http::rewrite::{rewrite_response, visitor_keep_alive};
 use crate::http::{BodyKind, Decoder, Frame, FrameError, Method, RequestInfo};
 use crate::limits::Limits;
 
+mod batch;
 mod drain;
+pub use batch::{BATCH, Batch};
 pub use drain::{DRAIN_BUDGET, DRAIN_TIME, Drain};
 
 /// Most body bytes validated while a request head is held back (see [`Pump::request`]).
@@ -76,56 +78,6 @@ impl ReadSize {
 pub fn shrink(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 2 * READ_FIRST {
         *buf = BytesMut::new();
-    }
-}
-
-/// Most pieces a [`Batch`] holds.
-pub const BATCH: usize = 8;
-
-/// The pieces a pump decoded from what it read, written together with one vectored write.
-///
-/// Fixed room, so a request costs no allocation for it: when it is full the adapter writes it out
-/// before stepping again.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pieces: [Bytes; BATCH],
-    len: usize,
-}
-
-impl Batch {
-    /// Adds a piece; the caller writes the batch out first when it [`is_full`](Self::is_full).
-    pub fn push(&mut self, piece: Bytes) {
-        debug_assert!(!self.is_full(), "a full batch must be written out first");
-        if let Some(slot) = self.pieces.get_mut(self.len) {
-            *slot = piece;
-            self.len += 1;
-        }
-    }
-
-    /// No room for another piece.
-    pub fn is_full(&self) -> bool {
-        self.len == BATCH
-    }
-
-    /// Nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Points `out` at the pieces, in order; returns how many there are.
-    pub fn slices<'a>(&'a self, out: &mut [std::io::IoSlice<'a>; BATCH]) -> usize {
-        for (slot, piece) in out.iter_mut().zip(&self.pieces[..self.len]) {
-            *slot = std::io::IoSlice::new(piece);
-        }
-        self.len
-    }
-
-    /// Drops the pieces (once written).
-    pub fn clear(&mut self) {
-        for piece in &mut self.pieces[..self.len] {
-            *piece = Bytes::new();
-        }
-        self.len = 0;
     }
 }
 
