@@ -7,7 +7,10 @@
 //! two pumps of an exchange concurrently, so an origin that answers before it
 //! has read the whole body (or echoes it as it reads) cannot deadlock the
 //! proxy. [`settle`] then says what each connection may do next; a response
-//! whose visitor left is read to its end within a [`Drain`]'s budget.
+//! whose visitor left is read to its end within a [`Drain`]'s budget. A
+//! [`Flow`] is one direction with its loop's bookkeeping (batch, read size, a
+//! lost sink) as a machine too, and [`outcome`] ends an exchange from its two
+//! flows; nothing drives them yet (the runtimes still run their own loops).
 //!
 //! ```text
 //!  loop { match pump.step(&mut buf, eof)? {
@@ -29,8 +32,10 @@ use crate::limits::Limits;
 
 mod batch;
 mod drain;
+mod flow;
 pub use batch::{BATCH, Batch};
 pub use drain::{DRAIN_BUDGET, DRAIN_TIME, Drain};
+pub use flow::{Flow, FlowError, Outcome, outcome};
 
 /// Most body bytes validated while a request head is held back (see [`Pump::request`]).
 pub const HOLD_LIMIT: usize = 64 * 1024;
