@@ -31,6 +31,10 @@ use super::{BATCH, Batch, Drain, Ending, Pump, ReadSize, Step, shrink};
 use crate::http::FrameError;
 
 #[cfg(test)]
+mod cases;
+#[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
 
 /// Why a flow stopped before its message ended.
