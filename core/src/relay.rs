@@ -7,7 +7,10 @@
 //! two pumps of an exchange concurrently, so an origin that answers before it
 //! has read the whole body (or echoes it as it reads) cannot deadlock the
 //! proxy. [`settle`] then says what each connection may do next; a response
-//! whose visitor left is read to its end within a [`Drain`]'s budget.
+//! whose visitor left is read to its end within a [`Drain`]'s budget. A
+//! [`Flow`] is one direction with its loop's bookkeeping (batch, read size, a
+//! lost sink) as a machine too, and [`outcome`] ends an exchange from its two
+//! flows; nothing drives them yet (the runtimes still run their own loops).
 //!
 //! ```text
 //!  loop { match pump.step(&mut buf, eof)? {
@@ -27,8 +30,12 @@ use crate::http::rewrite::{rewrite_response, visitor_keep_alive};
 use crate::http::{BodyKind, Decoder, Frame, FrameError, Method, RequestInfo};
 use crate::limits::Limits;
 
+mod batch;
 mod drain;
+mod flow;
+pub use batch::{BATCH, Batch};
 pub use drain::{DRAIN_BUDGET, DRAIN_TIME, Drain};
+pub use flow::{Flow, FlowError, Outcome, outcome};
 
 /// Most body bytes validated while a request head is held back (see [`Pump::request`]).
 pub const HOLD_LIMIT: usize = 64 * 1024;
@@ -76,56 +83,6 @@ impl ReadSize {
 pub fn shrink(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 2 * READ_FIRST {
         *buf = BytesMut::new();
-    }
-}
-
-/// Most pieces a [`Batch`] holds.
-pub const BATCH: usize = 8;
-
-/// The pieces a pump decoded from what it read, written together with one vectored write.
-///
-/// Fixed room, so a request costs no allocation for it: when it is full the adapter writes it out
-/// before stepping again.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pieces: [Bytes; BATCH],
-    len: usize,
-}
-
-impl Batch {
-    /// Adds a piece; the caller writes the batch out first when it [`is_full`](Self::is_full).
-    pub fn push(&mut self, piece: Bytes) {
-        debug_assert!(!self.is_full(), "a full batch must be written out first");
-        if let Some(slot) = self.pieces.get_mut(self.len) {
-            *slot = piece;
-            self.len += 1;
-        }
-    }
-
-    /// No room for another piece.
-    pub fn is_full(&self) -> bool {
-        self.len == BATCH
-    }
-
-    /// Nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Points `out` at the pieces, in order; returns how many there are.
-    pub fn slices<'a>(&'a self, out: &mut [std::io::IoSlice<'a>; BATCH]) -> usize {
-        for (slot, piece) in out.iter_mut().zip(&self.pieces[..self.len]) {
-            *slot = std::io::IoSlice::new(piece);
-        }
-        self.len
-    }
-
-    /// Drops the pieces (once written).
-    pub fn clear(&mut self) {
-        for piece in &mut self.pieces[..self.len] {
-            *piece = Bytes::new();
-        }
-        self.len = 0;
     }
 }
 

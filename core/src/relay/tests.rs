@@ -30,6 +30,35 @@ fn a_batch_gives_its_pieces_in_order_until_cleared() {
 }
 
 #[test]
+fn a_batch_consumes_a_partial_write_across_its_pieces() {
+    let joined = |batch: &Batch| {
+        let mut out = [std::io::IoSlice::new(&[]); BATCH];
+        let n = batch.slices(&mut out);
+        out[..n].iter().map(|s| s.to_vec()).collect::<Vec<_>>()
+    };
+    let mut batch = Batch::default();
+    for piece in [&b"abc"[..], b"de", b"fghi"] {
+        batch.push(Bytes::copy_from_slice(piece));
+    }
+    batch.consume(0);
+    assert_eq!(joined(&batch), [&b"abc"[..], b"de", b"fghi"]);
+    batch.consume(1);
+    assert_eq!(joined(&batch), [&b"bc"[..], b"de", b"fghi"], "within the first piece");
+    batch.consume(2);
+    assert_eq!(joined(&batch), [&b"de"[..], b"fghi"], "exactly the first piece");
+    batch.consume(3);
+    assert_eq!(joined(&batch), [&b"ghi"[..]], "across a boundary");
+    assert!(!batch.is_full());
+    batch.push(Bytes::from_static(b"j"));
+    assert_eq!(joined(&batch), [&b"ghi"[..], b"j"], "a piece pushed after goes behind");
+    batch.consume(4);
+    assert!(batch.is_empty());
+    batch.push(Bytes::from_static(b"k"));
+    batch.consume(5);
+    assert!(batch.is_empty(), "more than it holds empties it");
+}
+
+#[test]
 fn read_size_grows_while_reads_fill_and_shrinks_when_they_stop() {
     let mut size = ReadSize::default();
     assert_eq!(size.next(), READ_FIRST);
