@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The protocol's code files; not the test-only ones beside them (tests.rs, *_tests.rs, the oracle).
-FILES=(-f core/src/relay.rs -f core/src/relay/drain.rs -f core/src/pool.rs -f core/src/registry.rs -f core/src/front.rs
+FILES=(-f core/src/relay.rs -f core/src/relay/drain.rs -f core/src/relay/batch.rs -f core/src/relay/flow.rs
+  -f core/src/pool.rs -f core/src/registry.rs -f core/src/front.rs
   -f core/src/handshake.rs)
 for f in chunked decode encode error head rewrite mod; do FILES+=(-f "core/src/http/$f.rs"); done
 
