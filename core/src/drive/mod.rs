@@ -128,8 +128,13 @@ pub trait Timer: Send + Unpin + 'static {
     fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
 
+mod client;
+mod handle;
+mod server;
 pub mod sync;
 #[cfg(test)]
 mod testrt;
 pub mod time;
 pub mod wire;
+
+pub use handle::{ReportFn, Server, Share};
