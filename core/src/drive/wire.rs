@@ -235,15 +235,17 @@ pub async fn exchange<R: Rt, D: Stream, U: Stream>(
     let start = rt.now();
     poll_fn(|cx| {
         for _ in 0..BUDGET {
+            // A step that did nothing changed neither flow: only a change can end the exchange.
             let a = step(cx, rt, down, down_buf, up, req, start);
-            if let Some(o) = outcome(req, resp) {
+            if a && let Some(o) = outcome(req, resp) {
                 return Poll::Ready(o);
             }
-            let b = step(cx, rt, up, up_buf, down, resp, start);
-            if let Some(o) = outcome(req, resp) {
+            let b =
+                step(cx, rt, up, up_buf, down, resp, start) || (!a && drain_timed_out(cx, rt, resp, clock));
+            if b && let Some(o) = outcome(req, resp) {
                 return Poll::Ready(o);
             }
-            if !a && !b && !drain_timed_out(cx, rt, resp, clock) {
+            if !a && !b {
                 return Poll::Pending;
             }
         }
