@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -197,22 +198,51 @@ impl<T> Mailbox<T> {
 
 /// Ends an [`abortable`] task; dropping it lets the task run on.
 #[derive(Debug, Clone)]
-pub struct Abort(Arc<Bell>);
+pub struct Abort(Arc<AbortCell>);
+
+#[derive(Debug, Default)]
+struct AbortCell {
+    aborted: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
 
 impl Abort {
     /// The task ends at its next poll, dropping what it holds.
     pub fn abort(&self) {
-        self.0.ring();
+        self.0.aborted.store(true, Ordering::SeqCst);
+        let waker = lock(&self.0.waker).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
-/// `task`, made to end early (dropping it) once its [`Abort`] is used.
+/// `task`, made to end early (dropping it) once its [`Abort`] is used; meant to be spawned as a
+/// task of its own.
+///
+/// Each poll costs one atomic load: the waker is stored again only when it changed.
 pub fn abortable<F: Future<Output = ()>>(task: F) -> (Abort, impl Future<Output = ()>) {
-    let bell = Arc::new(Bell::default());
-    let abort = Abort(bell.clone());
-    // The abort first: an aborted task does not take one more step.
+    let cell = Arc::new(AbortCell::default());
+    let abort = Abort(cell.clone());
     (abort, async move {
-        let _ = select_biased(bell.rung(), task).await;
+        let mut task = pin!(task);
+        let mut known: Option<Waker> = None;
+        poll_fn(|cx| {
+            // The abort first: an aborted task does not take one more step.
+            if cell.aborted.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            if !known.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *lock(&cell.waker) = Some(cx.waker().clone());
+                known = Some(cx.waker().clone());
+                // An abort that found no waker to wake came before this store.
+                if cell.aborted.load(Ordering::SeqCst) {
+                    return Poll::Ready(());
+                }
+            }
+            task.as_mut().poll(cx)
+        })
+        .await
     })
 }
 

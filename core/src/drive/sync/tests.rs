@@ -118,3 +118,21 @@ fn select_biased_prefers_the_first_when_both_are_ready() {
     let waker = std::task::Waker::noop();
     assert!(neither.as_mut().poll(&mut std::task::Context::from_waker(waker)).is_pending());
 }
+
+#[test]
+fn a_task_aborted_before_its_first_poll_never_runs_and_a_new_waker_is_woken() {
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let (abort, task) = abortable(async move {
+        flag.store(true, Ordering::SeqCst);
+    });
+    abort.abort();
+    assert!(poll_once(&mut Box::pin(task)).0.is_ready());
+    assert!(!ran.load(Ordering::SeqCst), "an aborted task takes no step");
+    let (abort, task) = abortable(pending::<()>());
+    let mut task = Box::pin(task);
+    let (_, first) = poll_once(&mut task);
+    let (_, second) = poll_once(&mut task);
+    abort.abort();
+    assert!(second.woken() && !first.woken(), "the waker of the latest poll is the one woken");
+}
