@@ -80,6 +80,8 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+#[cfg(feature = "drive")]
+pub mod drive;
 pub mod entropy;
 pub mod front;
 #[cfg(any(test, feature = "fuzzing"))]
