@@ -13,6 +13,7 @@
 
 mod client;
 mod io;
+mod rt;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 pub use aether_core::hub::ServerEvent;
 pub use aether_core::options::{Report, ServeOptions, ShareOptions, ShareStatus};
+pub use rt::{Smol, SmolListener, SmolRuntime, SmolStream, SmolTimer};
 use smol::channel::Sender;
 use smol::{Executor, Task};
 
