@@ -10,7 +10,7 @@
 //! whose visitor left is read to its end within a [`Drain`]'s budget. A
 //! [`Flow`] is one direction with its loop's bookkeeping (batch, read size, a
 //! lost sink) as a machine too, and [`outcome`] ends an exchange from its two
-//! flows; nothing drives them yet (the runtimes still run their own loops).
+//! flows; the driver (feature `drive`) runs the two flows of each exchange.
 //!
 //! ```text
 //!  loop { match pump.step(&mut buf, eof)? {

@@ -57,7 +57,7 @@ pub trait Rt: Clone + Send + Sync + 'static {
     type Timer: Timer;
 
     /// Runs `task` detached until it ends or the runtime stops (the driver cancels with its own
-    /// `Abort`); after a shutdown `task` is dropped.
+    /// [`Abort`](sync::Abort)); after a shutdown `task` is dropped.
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F);
 
     /// A timer that fires once `at` has passed.
@@ -118,7 +118,7 @@ pub trait Listener: Send + 'static {
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, SocketAddr)>>;
 }
 
-/// A one-shot timer; the driver's `Deadline` keeps one per connection and moves it lazily.
+/// A one-shot timer; [`time::Deadline`] keeps one per connection and moves it lazily.
 pub trait Timer: Send + Unpin + 'static {
     /// Re-arms the timer for `at` (earlier or later than before, or again after it fired).
     fn reset(&mut self, at: Instant);
@@ -127,3 +127,14 @@ pub trait Timer: Send + Unpin + 'static {
     /// [`reset`](Self::reset), it may return either.
     fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
+
+mod client;
+mod handle;
+mod server;
+pub mod sync;
+#[cfg(test)]
+mod testrt;
+pub mod time;
+pub mod wire;
+
+pub use handle::{ReportFn, Server, Share};
