@@ -7,21 +7,24 @@
 //! - **Readiness hints.** async-io's own `AsyncRead`/`AsyncWrite` try the syscall before looking
 //!   at readiness on every poll, so a task that polls both sides of an exchange on each wake-up
 //!   pays an `EAGAIN` per idle side. [`SmolStream`] remembers, per direction, that the last
-//!   attempt would have blocked and then only asks the reactor (`poll_readable`/`poll_writable`,
-//!   no syscall once interest is registered) until it reports readiness.
+//!   attempt would have blocked, or came back short (the socket's queue is empty, or its send
+//!   buffer full: tokio's rule), and then only asks the reactor (`poll_readable`/`poll_writable`,
+//!   no syscall once interest is registered) until it reports readiness. Its interest is
+//!   level-triggered, so bytes that came in between are reported at once.
 //! - **Filling a `BytesMut` without unsafe code.** `std::io::Read` needs an initialised `&mut
 //!   [u8]`, and a `BytesMut` can only grow its length safely by zero-filling (`resize`) or by
 //!   copying in (`extend_from_slice`). Zero-filling the room before every read costs a memset of
-//!   16–128 KiB whatever arrives; reading into a per-thread scratch buffer (zeroed once per
-//!   thread) and copying what arrived costs a copy of the bytes read only. The copy is taken: it
-//!   is never larger than the memset, much smaller for heads and small bodies, and keeps
-//!   `#![forbid(unsafe_code)]` (passing uninitialised spare capacity to `read` would need an
-//!   unsafe cast and an unsafe `set_len`). An idle connection still owns no buffer.
+//!   16–256 KiB whatever arrives; reading into a per-thread scratch buffer (zeroed once per
+//!   thread) and copying what arrived costs a copy of the bytes read only: a 300-byte head
+//!   copies 300 bytes instead of zeroing 16 KiB, a full read copies what the memset would have
+//!   zeroed. The copy is taken, and keeps `#![forbid(unsafe_code)]`: reading into uninitialised
+//!   spare capacity needs an unsafe cast to `&mut [u8]` (which `Read` does not promise to treat
+//!   as write-only) and an unsafe `set_len`. An idle connection still owns no buffer.
 //!
 //! ```text
-//!  poll_*  ──hint says ready──▶ syscall ──WouldBlock──▶ hint = not ready ─┐
-//!     ▲                                                                    │
-//!     └────────────── reactor reports readiness ◀── poll_readable/writable ┘
+//!  poll_*  ──hint says ready──▶ syscall ──WouldBlock or short──▶ not ready ─┐
+//!     ▲                                                                     │
+//!     └─────────────── reactor reports readiness ◀── poll_readable/writable ┘
 //! ```
 
 use std::cell::RefCell;
@@ -183,8 +186,9 @@ fn poll_op<T>(
     }
 }
 
-/// Reads once from `s` into `buf`'s spare capacity, through the thread's scratch buffer.
-fn read_into(mut s: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+/// Reads once from `s` into `buf`'s spare capacity, through the thread's scratch buffer; returns
+/// the count and the room it had.
+fn read_into(mut s: &TcpStream, buf: &mut BytesMut) -> io::Result<(usize, usize)> {
     if buf.capacity() == buf.len() {
         // An empty room would read 0 bytes, which means an end of stream.
         buf.reserve(aether_core::relay::READ_FIRST);
@@ -193,7 +197,7 @@ fn read_into(mut s: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     SCRATCH_BUF.with_borrow_mut(|scratch| {
         let n = s.read(&mut scratch[..room])?;
         buf.extend_from_slice(&scratch[..n]);
-        Ok(n)
+        Ok((n, room))
     })
 }
 
@@ -218,12 +222,28 @@ impl SmolStream {
 impl drive::Stream for SmolStream {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         let io = &self.io;
-        poll_op(&mut self.readable, cx, |cx| io.poll_readable(cx), || read_into(io.get_ref(), buf))
+        let (n, room) = ready!(poll_op(
+            &mut self.readable,
+            cx,
+            |cx| io.poll_readable(cx),
+            || { read_into(io.get_ref(), buf) }
+        ))?;
+        // A short read emptied the socket's queue: the next wait goes to the reactor at once.
+        self.readable &= n == 0 || n == room;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let io = &self.io;
-        poll_op(&mut self.writable, cx, |cx| io.poll_writable(cx), || io.get_ref().write_vectored(bufs))
+        let n = ready!(poll_op(
+            &mut self.writable,
+            cx,
+            |cx| io.poll_writable(cx),
+            || { io.get_ref().write_vectored(bufs) }
+        ))?;
+        // A short write filled the socket's send buffer: likewise.
+        self.writable &= n == bufs.iter().map(|b| b.len()).sum::<usize>();
+        Poll::Ready(Ok(n))
     }
 
     fn poll_watch(&mut self, cx: &mut Context<'_>) -> Poll<Watch> {

@@ -84,12 +84,14 @@ fn reads_append_into_spare_room_and_report_the_end() {
     let room = buf.capacity() - buf.len();
     let n = within(poll_fn(|cx| s.poll_read(cx, &mut buf))).expect("read");
     assert!((1..=room).contains(&n), "a read stays within the spare room ({n} of {room})");
+    assert_eq!(s.readable, n == room, "only a read that filled its room may leave more behind");
     assert_eq!(&buf[..], [b"ab".as_slice(), &b"hello world"[..n]].concat());
     while buf.len() < 13 {
         buf.reserve(64);
         assert!(within(poll_fn(|cx| s.poll_read(cx, &mut buf))).expect("read") > 0);
     }
     assert_eq!(&buf[..], b"abhello world");
+    assert!(!s.readable, "the last read came back short: the queue is empty, ask the reactor");
 
     // A buffer with no room at all still reads (an empty read would look like an end).
     peer.write_all(b"more").expect("send");
@@ -145,6 +147,7 @@ fn writes_are_vectored_in_order_and_wait_when_the_peer_is_full() {
         }
     }
     assert!(!s.writable, "a write would block after {sent} bytes, and the hint says so");
+    assert!(probe(|cx| s.poll_write(cx, &[IoSlice::new(&chunk)])).is_pending(), "still full");
     let reader = std::thread::spawn(move || {
         let mut all = Vec::new();
         peer.read_to_end(&mut all).map(|_| all.len())
