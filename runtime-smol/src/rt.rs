@@ -226,7 +226,7 @@ impl drive::Stream for SmolStream {
             &mut self.readable,
             cx,
             |cx| io.poll_readable(cx),
-            || { read_into(io.get_ref(), buf) }
+            || read_into(io.get_ref(), buf)
         ))?;
         // A short read emptied the socket's queue: the next wait goes to the reactor at once.
         self.readable &= n == 0 || n == room;
@@ -239,7 +239,7 @@ impl drive::Stream for SmolStream {
             &mut self.writable,
             cx,
             |cx| io.poll_writable(cx),
-            || { io.get_ref().write_vectored(bufs) }
+            || io.get_ref().write_vectored(bufs)
         ))?;
         // A short write filled the socket's send buffer: likewise.
         self.writable &= n == bufs.iter().map(|b| b.len()).sum::<usize>();
@@ -252,7 +252,7 @@ impl drive::Stream for SmolStream {
             &mut self.readable,
             cx,
             |cx| io.poll_readable(cx),
-            || { io.get_ref().peek(&mut [0u8; 1]) }
+            || io.get_ref().peek(&mut [0u8; 1])
         ));
         Poll::Ready(match peek {
             Ok(0) => Watch::Eof,
