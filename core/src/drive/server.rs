@@ -104,6 +104,28 @@ struct Shared<R: Rt> {
 }
 
 impl<R: Rt> Shared<R> {
+    /// The hub for `opts` (its tunnel listener on `tunnel_port`, the HTTP one at `local`), no routes yet.
+    fn new(rt: R, opts: &ServeOptions, tunnel_port: u16, local: String, log: fn(&ServerEvent)) -> Self {
+        let hub = Hub::new(opts.server_config(tunnel_port), rt.now());
+        let routes = Routes {
+            verdicts: HashMap::new(),
+            bells: HashMap::new(),
+            mail: HashMap::new(),
+            waiters: HashMap::new(),
+            next_id: 0,
+        };
+        Self {
+            state: Mutex::new(State { hub, routes, armed: None }),
+            timer: Bell::default(),
+            front: opts.front_config(),
+            limits: opts.limits.clone(),
+            local,
+            legacy: opts.legacy_handshake,
+            log,
+            rt,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State<R::Stream>> {
         lock(&self.state)
     }
@@ -174,24 +196,7 @@ pub(crate) fn start<R: Rt>(
     let http = rt.bind(SocketAddr::new(opts.address, opts.port))?;
     let tunnel = rt.bind(SocketAddr::new(opts.address, opts.tunnel_port))?;
     let (http_addr, tunnel_addr) = (http.local_addr()?, tunnel.local_addr()?);
-    let hub = Hub::new(opts.server_config(tunnel_addr.port()), rt.now());
-    let routes = Routes {
-        verdicts: HashMap::new(),
-        bells: HashMap::new(),
-        mail: HashMap::new(),
-        waiters: HashMap::new(),
-        next_id: 0,
-    };
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State { hub, routes, armed: None }),
-        timer: Bell::default(),
-        front: opts.front_config(),
-        limits: opts.limits.clone(),
-        local: http_addr.to_string(),
-        legacy: opts.legacy_handshake,
-        log,
-        rt: rt.clone(),
-    });
+    let shared = Arc::new(Shared::new(rt.clone(), &opts, tunnel_addr.port(), http_addr.to_string(), log));
     rt.spawn(timer_loop(shared.clone()));
     rt.spawn(accept_loop(http, shared.clone(), |s, addr, sh| sh.rt.clone().spawn(visitor(s, addr, sh))));
     rt.spawn(accept_loop(tunnel, shared, |s, _, sh| sh.rt.clone().spawn(line(s, sh))));
@@ -263,8 +268,9 @@ async fn read_hello<R: Rt>(shared: &Shared<R>, stream: &mut R::Stream) -> Option
 /// One tunnel connection: handshake, then idle/lent until it closes.
 async fn line<R: Rt>(mut stream: R::Stream, shared: Arc<Shared<R>>) {
     let conn = ConnId(shared.next_id());
-    // The hello's buffer and timer end here: an idle connection owns neither.
-    let Some((hello, more)) = read_hello(&shared, &mut stream).await else { return };
+    // The hello's buffer and timer end here: an idle connection owns neither. Boxed (once per
+    // connection), so its state does not make every idle line's future larger.
+    let Some((hello, more)) = Box::pin(read_hello(&shared, &mut stream)).await else { return };
     let (vtx, vrx) = oneshot();
     let bell = Arc::new(Bell::default());
     {
@@ -343,5 +349,7 @@ fn ended<R: Rt>(shared: &Shared<R>, conn: ConnId, input: Input) {
     shared.hub(|hub, now| hub.handle(now, input));
 }
 
+#[cfg(test)]
+mod tests;
 mod visitor;
 use visitor::visitor;
