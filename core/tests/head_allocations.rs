@@ -96,6 +96,20 @@ fn a_typical_request_head_is_rewritten_in_one_tight_allocation() {
 }
 
 #[test]
+fn a_minimal_request_from_a_long_address_still_fits_its_allocation() {
+    // Nearly everything written is added by the proxy: the reserve must count the address in.
+    let head = head(true, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    let fwd = Forwarding {
+        client: "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+        proto: Proto::Https,
+        target: TargetRewrite { skip: 0, lead_slash: false },
+    };
+    assert_one_tight_allocation("minimal request", |out| {
+        rewrite_request(&head, &fwd, out);
+    });
+}
+
+#[test]
 fn a_typical_response_head_is_rewritten_in_one_tight_allocation() {
     let head = head(false, ORIGIN_200);
     assert_one_tight_allocation("response", |out| rewrite_response(&head, true, out));
