@@ -13,6 +13,8 @@ pub mod world;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timers;
 
 use std::collections::HashMap;
 use std::future::Future;
