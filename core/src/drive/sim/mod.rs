@@ -8,6 +8,7 @@
 //! preemption or a clock that drifts.
 
 pub mod net;
+pub mod ops;
 pub mod script;
 pub mod world;
 
@@ -16,7 +17,7 @@ mod tests;
 #[cfg(test)]
 mod timers;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -66,7 +67,7 @@ struct Clock {
     start: Instant,
     now: Instant,
     /// Armed timers by id: when, and whom to wake.
-    armed: HashMap<u64, (Instant, Waker)>,
+    armed: BTreeMap<u64, (Instant, Waker)>,
     next_timer: u64,
 }
 
@@ -100,7 +101,7 @@ impl SimRt {
         Self(Arc::new(Inner {
             clock: Mutex::new({
                 let now = Instant::now();
-                Clock { start: now, now, armed: HashMap::new(), next_timer: 0 }
+                Clock { start: now, now, armed: BTreeMap::new(), next_timer: 0 }
             }),
             ready: Arc::default(),
             incoming: Mutex::default(),

@@ -5,15 +5,17 @@
 //! visitors that leave at a chosen point; not pipelining, upgrades or request chunking.
 
 use std::future::poll_fn;
+use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use bytes::{Buf, BytesMut};
 
 use super::SimRt;
 use super::net::{self, SimStream};
+use crate::drive::Stream;
 use crate::drive::sync::lock;
 use crate::drive::wire::{read_some, write_all};
-use crate::drive::{Rt, Stream};
 
 /// One request of a visitor.
 #[derive(Debug, Clone)]
@@ -202,8 +204,12 @@ pub async fn visit(rt: SimRt, port: u16, tunnel: String, v: usize, script: Visit
             Some(At::Sending(n)) => n.min(bytes.len()),
             _ => bytes.len(),
         };
-        if write_all(&mut s, &bytes[..send]).await.is_err() {
-            return record(i, End::Cut);
+        if send_reading(&mut s, &bytes[..send], &mut buf).await.is_err() {
+            let end = match server_reply(&buf) {
+                Some((status, _)) if status >= 500 => End::Refused(status),
+                _ => End::Cut,
+            };
+            return record(i, end);
         }
         if let Some(l) = leave
             && matches!(l.at, At::Sending(_) | At::Sent)
@@ -242,7 +248,13 @@ pub async fn visit(rt: SimRt, port: u16, tunnel: String, v: usize, script: Visit
             }
             match read_some(&mut s, &mut buf, 4096).await {
                 Ok(n) if n > 0 => {}
-                _ if buf[..buf.len().min(want.len())] == want[..buf.len().min(want.len())] => break End::Cut,
+                // A prefix of the origin's answer or of the server's own, cut by a close or a reset.
+                _ if want.starts_with(&buf)
+                    || buf.starts_with(b"HTTP/1.1 5")
+                    || b"HTTP/1.1 5".starts_with(&buf) =>
+                {
+                    break End::Cut;
+                }
                 _ => break End::Wrong,
             }
         };
@@ -257,6 +269,29 @@ pub async fn visit(rt: SimRt, port: u16, tunnel: String, v: usize, script: Visit
     }
 }
 
+/// Writes `bytes` while reading what comes meanwhile into `buf`, as a real client's socket buffers
+/// would (tiny simulated buffers would otherwise deadlock a server that answers early).
+async fn send_reading(s: &mut SimStream, mut bytes: &[u8], buf: &mut BytesMut) -> Result<(), ()> {
+    poll_fn(|cx| {
+        while !bytes.is_empty() {
+            match s.poll_write(cx, &[IoSlice::new(bytes)]) {
+                Poll::Ready(Ok(n)) => bytes = &bytes[n..],
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                Poll::Pending => {
+                    buf.reserve(4096);
+                    match s.poll_read(cx, buf) {
+                        Poll::Ready(Ok(n)) if n > 0 => {}
+                        Poll::Ready(_) => return Poll::Ready(Err(())),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    })
+    .await
+}
+
 fn leave_now(s: SimStream, l: Leave, record: impl FnOnce()) {
     if l.reset {
         net::reset(s.rec());
@@ -265,8 +300,16 @@ fn leave_now(s: SimStream, l: Leave, record: impl FnOnce()) {
     record();
 }
 
-/// Waits `d` of virtual time.
-pub async fn sleep(rt: &SimRt, d: std::time::Duration) {
-    let mut timer = rt.timer(rt.now() + d);
-    poll_fn(|cx| crate::drive::Timer::poll_fired(&mut timer, cx)).await
+/// Lets every other ready task have a turn (in the seed's order) before going on.
+pub async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
 }

@@ -2,8 +2,9 @@
 
 use proptest::prelude::*;
 
+use super::ops;
 use super::script::{At, End, Leave, Req, Visit};
-use super::world::{Config, SETTLE, World};
+use super::world::{Config, World};
 use super::*;
 use crate::limits::Limits;
 
@@ -49,78 +50,8 @@ fn visit(leaves: bool) -> impl Strategy<Value = Visit> {
         })
 }
 
-/// Visitor `v` ended each request it reached once, in order, and stopped only where it had to.
-fn check_ends(w: &World, v: usize, script: &Visit, chaos: bool) -> Result<(), TestCaseError> {
-    let ends = w.ends_of(v);
-    prop_assert!(!ends.is_empty() && ends.len() <= script.reqs.len(), "visitor {v}: {ends:?}");
-    for (i, e) in ends.iter().enumerate() {
-        let last = i + 1 == ends.len();
-        match e {
-            End::Answered => {}
-            End::Refused(_) | End::Cut => prop_assert!(chaos, "visitor {v} request {i}: {e:?} without churn"),
-            End::Left { .. } => {
-                prop_assert!(last && script.leave.is_some_and(|l| l.req == i), "visitor {v}: left at {i}")
-            }
-            End::Wrong => prop_assert!(false, "visitor {v} request {i}: bytes not the origin's"),
-        }
-        if !last {
-            prop_assert!(matches!(e, End::Answered | End::Refused(_)), "visitor {v} went on after {e:?}");
-        }
-    }
-    if ends.len() < script.reqs.len() {
-        prop_assert!(
-            !matches!(ends.last(), Some(End::Answered | End::Refused(_))),
-            "visitor {v} stopped early"
-        );
-    }
-    Ok(())
-}
-
-/// Runs `visits` (and, with `gaps`, resets of tunnel connections), then checks every invariant.
-fn run_script(w: &World, visits: &[Visit], gaps: Vec<Duration>) -> Result<(), TestCaseError> {
-    let chaos = !gaps.is_empty();
-    w.chaos(gaps);
-    w.visit(0, visits);
-    let finished = |w: &World| {
-        (0..visits.len()).all(|v| {
-            let ends = w.ends_of(v);
-            ends.len() == visits[v].reqs.len()
-                || matches!(ends.last(), Some(End::Left { .. } | End::Cut | End::Wrong))
-        })
-    };
-    let until = w.rt.now() + SETTLE;
-    prop_assert!(
-        w.rt.run_until(until, world::MAX_POLLS, || finished(w)),
-        "visitors hang: {:?}",
-        w.ends.lock().unwrap()
-    );
-    for (v, script) in visits.iter().enumerate() {
-        check_ends(w, v, script, chaos)?;
-    }
-    let until = w.rt.now() + SETTLE;
-    prop_assert!(
-        w.rt.run_until(until, world::MAX_POLLS, || w.open_visitors() == 0),
-        "visitor connections left open"
-    );
-    // Once the churn is over the tunnel is back to its target and serves a fresh request.
-    prop_assert!(w.settle(), "live {} of {}", w.live_tunnels(), w.conns);
-    let fresh = Visit {
-        reqs: vec![Req { post: Some(3), resp_len: 50, chunk: None, close: true }],
-        ..Visit::default()
-    };
-    let n = w.ends.lock().unwrap().len();
-    w.visit(visits.len(), &[fresh]);
-    prop_assert!(w.run_ends(n + 1, SETTLE));
-    prop_assert_eq!(w.ends_of(visits.len()), vec![End::Answered]);
-    // Only a visitor that left before the server read its whole request may cost a connection.
-    let mid_request =
-        w.ends.lock().unwrap().iter().filter(|(.., e)| *e == End::Left { clean: false }).count();
-    prop_assert!(
-        w.healthy_closed_by_server() <= mid_request,
-        "{} healthy tunnel connections closed",
-        w.healthy_closed_by_server()
-    );
-    Ok(())
+fn run_script(w: &World, visits: &[Visit], gaps: Vec<usize>) -> Result<(), TestCaseError> {
+    ops::run_script(w, visits, gaps).map(|_| ()).map_err(TestCaseError::fail)
 }
 
 proptest! {
@@ -143,9 +74,64 @@ proptest! {
     fn churn_ends_each_request_once_and_keeps_the_pool(
         seed in any::<u64>(), shape in shape(), conns in 1..4usize,
         visits in proptest::collection::vec(visit(true), 1..6),
-        gaps in proptest::collection::vec((0..300u64).prop_map(Duration::from_millis), 0..4),
+        gaps in proptest::collection::vec(0..400usize, 0..4),
     ) {
         let w = World::start(&config(seed, shape, conns)).expect("online");
         run_script(&w, &visits, gaps)?;
     }
+}
+
+/// The committed `drive_ops` seeds (see [`ops::decode`] for the byte layout).
+fn fixed_inputs() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        // Two connections of 64-byte pipes; two visitors, three keep-alive requests each (POST,
+        // chunked, GET), nobody leaves.
+        (
+            "keepalive-scripts",
+            vec![41, 7, 0, 14, 0, 1, 50, 100, 26, 0, 40, 0, 0, 10, 14, 0, 3, 20, 9, 0, 0, 0, 1, 9, 9],
+        ),
+        // One connection; a long request holds it while four visitors queue behind and leave just
+        // after sending (reset, close, half-close), so cancels cross grants.
+        (
+            "leave-while-queued",
+            vec![57, 3, 0, 12, 0, 0, 0, 250, 36, 0, 0, 0, 5, 36, 0, 0, 0, 5, 4, 0, 0, 0, 5, 36, 0, 1, 9, 5],
+        ),
+        // Three connections of 1-byte pipes, three resets 20-60 ms apart while visitors leave
+        // mid-request and mid-response.
+        (
+            "resets-and-leaves",
+            vec![2, 9, 3, 10, 20, 30, 32, 40, 1, 80, 60, 8, 30, 3, 9, 90, 0, 0, 40, 14, 0, 2, 0, 99],
+        ),
+        ("every-byte", (0..=255u8).collect()),
+        ("long-hash", (0..400u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()),
+    ]
+}
+
+fn expected_counts(name: &str) -> ops::Counts {
+    let c = ops::Counts::default();
+    match name {
+        "keepalive-scripts" => ops::Counts { answered: 7, ..c },
+        "leave-while-queued" => ops::Counts { answered: 2, left: 4, ..c },
+        "resets-and-leaves" => ops::Counts { answered: 1, cut: 1, left: 2, resets: 3, ..c },
+        // The long runs reach server refusals and cut responses too.
+        "every-byte" => ops::Counts { answered: 1, refused: 4, cut: 4, resets: 1, ..c },
+        "long-hash" => ops::Counts { answered: 1, refused: 2, cut: 4, left: 2, resets: 1 },
+        _ => panic!("{name}: no expected counts"),
+    }
+}
+
+#[test]
+fn drive_ops_fixed_inputs_reach_their_outcomes() {
+    for (name, data) in fixed_inputs() {
+        let got = ops::drive_ops(&data);
+        assert_eq!(got, expected_counts(name), "{name}");
+        assert_eq!(ops::drive_ops(&data), got, "{name}: the same bytes, the same run");
+    }
+}
+
+#[test]
+fn committed_seeds_are_the_fixed_inputs() {
+    crate::fuzzing::seeds_are_the_fixed_inputs("drive_ops", &fixed_inputs(), |name, data| {
+        assert_eq!(ops::drive_ops(data), expected_counts(name), "seed {name}")
+    });
 }

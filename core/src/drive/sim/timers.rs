@@ -2,7 +2,7 @@
 //! keep-alive limit, a cut head gets 408 at the head timeout, a silent tunnel connection is closed at
 //! the handshake timeout; none before.
 
-use std::task::{Context, Waker};
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use proptest::prelude::*;
@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use super::net::SimStream;
 use super::world::{Config, MAX_POLLS, World};
 use super::*;
-use crate::drive::Stream;
-use crate::drive::wire::write_all;
+use crate::drive::sync::lock;
+use crate::drive::wire::{read_some, write_all};
 use crate::limits::Limits;
 
 fn world(seed: u64, limits: Limits) -> World {
@@ -19,41 +19,26 @@ fn world(seed: u64, limits: Limits) -> World {
     World::start(&Config { seed, shape, conns: 1, limits }).expect("online")
 }
 
-/// How long after now the server closes its end of `s` (sending `bytes` first), and what it wrote.
+/// How long after now the server closes its end of `s` (sent `bytes` first, reading all the while),
+/// and what it wrote.
 fn closed_after(w: &World, mut s: SimStream, bytes: &'static [u8]) -> (Duration, Vec<u8>) {
     let start = w.rt.now();
     let rec = s.rec().clone();
-    let mut out = BytesMut::new();
-    let mut s = {
-        let (tx, rx) = crate::drive::sync::oneshot();
-        w.rt.spawn(async move {
-            let _ = write_all(&mut s, bytes).await;
-            let _ = tx.send(s);
-        });
-        let mut rx = Box::pin(rx);
-        let mut got = None;
-        w.rt.run_until(start + Duration::from_secs(1), MAX_POLLS, || {
-            got = got.take().or_else(|| match rx.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                Poll::Ready(v) => v,
-                Poll::Pending => None,
-            });
-            got.is_some()
-        });
-        got.expect("written")
-    };
-    let closed =
-        w.rt.run_until(start + Duration::from_secs(3600), MAX_POLLS, || !rec.lock().unwrap().open[1]);
+    let said = Arc::new(Mutex::new(Vec::new()));
+    let heard = said.clone();
+    w.rt.spawn(async move {
+        let _ = write_all(&mut s, bytes).await;
+        let mut buf = BytesMut::new();
+        while let Ok(n @ 1..) = read_some(&mut s, &mut buf, 4096).await {
+            lock(&heard).extend_from_slice(&buf.split_to(n));
+        }
+    });
+    let closed = w.rt.run_until(start + Duration::from_secs(3600), MAX_POLLS, || !lock(&rec).open[1]);
     assert!(closed, "the server never closed it");
     let took = w.rt.now() - start;
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        out.reserve(4096);
-        match s.poll_read(&mut cx, &mut out) {
-            Poll::Ready(Ok(n)) if n > 0 => {}
-            _ => break,
-        }
-    }
-    (took, out.to_vec())
+    // What the server wrote before closing is read at the same instant.
+    w.rt.run_until(w.rt.now(), MAX_POLLS, || false);
+    (took, lock(&said).clone())
 }
 
 proptest! {

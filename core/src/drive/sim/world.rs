@@ -5,6 +5,7 @@
 
 use std::future::poll_fn;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,8 @@ pub struct World {
     pub ends: Ends,
     /// The client's target.
     pub conns: usize,
+    /// The chaos task is through.
+    pub chaos_done: Arc<AtomicBool>,
 }
 
 impl World {
@@ -92,14 +95,26 @@ impl World {
             id,
             ends: Ends::default(),
             conns: cfg.conns,
+            chaos_done: Arc::default(),
         };
         world.settle().then_some(world)
     }
 
-    /// Runs until the tunnel is online with its target number of live connections.
+    /// Runs until the tunnel is online with its target number of live connections, and the server
+    /// has let go of every reset one (until then it may still grant one).
     pub fn settle(&self) -> bool {
         let limit = self.rt.now() + SETTLE;
-        self.rt.run_until(limit, MAX_POLLS, || lock(&self.id).is_some() && self.live_tunnels() == self.conns)
+        self.rt.run_until(limit, MAX_POLLS, || {
+            lock(&self.id).is_some() && self.live_tunnels() == self.conns && self.reset_held() == 0
+        })
+    }
+
+    /// Reset tunnel connections the server still holds.
+    fn reset_held(&self) -> usize {
+        let recs = self.rt.net().conns.clone();
+        recs.iter()
+            .filter(|r| matches!(*lock(r), ConnRec { port, reset: true, open: [_, true], .. } if port == self.tunnel))
+            .count()
     }
 
     fn tunnel_recs(&self) -> Vec<Arc<Mutex<ConnRec>>> {
@@ -126,6 +141,14 @@ impl World {
         self.tunnel_recs().iter().filter(|r| lock(r).closed_by_acceptor).count()
     }
 
+    /// Tunnel connections reset (by the chaos task, or closed with bytes unread).
+    pub fn tunnel_resets(&self) -> usize {
+        let recs = self.rt.net().conns.clone();
+        recs.iter()
+            .filter(|r| matches!(*lock(r), ConnRec { port, reset: true, .. } if port == self.tunnel))
+            .count()
+    }
+
     /// Visitor connections the server still holds open.
     pub fn open_visitors(&self) -> usize {
         let recs = self.rt.net().conns.clone();
@@ -150,12 +173,15 @@ impl World {
         }
     }
 
-    /// Spawns a task that resets a live tunnel connection after each of `gaps`.
-    pub fn chaos(&self, gaps: Vec<Duration>) {
-        let (rt, port) = (self.rt.clone(), self.tunnel);
+    /// Spawns a task that resets a live tunnel connection after each of `gaps` (its own polls, so
+    /// the resets land between other tasks' steps); `chaos_done` once it is through.
+    pub fn chaos(&self, gaps: Vec<usize>) {
+        let (rt, port, done) = (self.rt.clone(), self.tunnel, self.chaos_done.clone());
         self.rt.spawn(async move {
             for gap in gaps {
-                script::sleep(&rt, gap).await;
+                for _ in 0..gap {
+                    script::yield_now().await;
+                }
                 let live: Vec<_> = rt
                     .net()
                     .conns
@@ -167,6 +193,7 @@ impl World {
                     net::reset(&live[rt.below(live.len() as u64) as usize]);
                 }
             }
+            done.store(true, Ordering::SeqCst);
         });
     }
 
