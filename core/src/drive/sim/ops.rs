@@ -155,7 +155,7 @@ pub fn decode(data: &[u8]) -> (Config, Vec<Visit>, Vec<usize>) {
             .collect();
         let point = match flags >> 2 & 7 {
             0 => Some(At::Sending(at)),
-            1 => Some(At::Sent),
+            1 => Some(At::Sent(at)),
             2 => Some(At::Reading(at * 2)),
             _ => None,
         };

@@ -35,8 +35,9 @@ pub struct Req {
 pub enum At {
     /// After this many bytes of the request (cut short if it is longer).
     Sending(usize),
-    /// Just after the whole request went out (usually while it is queued).
-    Sent,
+    /// Once the server read the whole request, after this many (mod 4) of the visitor's own turns:
+    /// while it is queued, or around its grant.
+    Sent(usize),
     /// After this many bytes of the response.
     Reading(usize),
 }
@@ -212,8 +213,18 @@ pub async fn visit(rt: SimRt, port: u16, tunnel: String, v: usize, script: Visit
             return record(i, end);
         }
         if let Some(l) = leave
-            && matches!(l.at, At::Sending(_) | At::Sent)
+            && matches!(l.at, At::Sending(_) | At::Sent(_))
         {
+            if let At::Sent(turns) = l.at {
+                // Once the server has read it all (and, so, checked out), a few turns more: the
+                // leave lands around the grant.
+                while !s.sent_all_read() {
+                    yield_now().await;
+                }
+                for _ in 0..turns % 4 {
+                    yield_now().await;
+                }
+            }
             let clean = send == bytes.len() && s.sent_all_read();
             return leave_now(s, l, || record(i, End::Left { clean }));
         }

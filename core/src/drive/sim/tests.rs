@@ -33,7 +33,11 @@ fn req() -> impl Strategy<Value = Req> {
 fn visit(leaves: bool) -> impl Strategy<Value = Visit> {
     let leave = (
         0..4usize,
-        prop_oneof![(0..200usize).prop_map(At::Sending), Just(At::Sent), (0..400usize).prop_map(At::Reading)],
+        prop_oneof![
+            (0..200usize).prop_map(At::Sending),
+            (0..300usize).prop_map(At::Sent),
+            (0..400usize).prop_map(At::Reading)
+        ],
         any::<bool>(),
     )
         .prop_map(|(req, at, reset)| Leave { req, at, reset });
