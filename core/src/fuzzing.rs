@@ -6,6 +6,9 @@
 
 use bytes::{Bytes, BytesMut};
 
+#[cfg(feature = "drive")]
+pub use crate::drive::sim::ops::{Counts as DriveCounts, drive_ops};
+
 use crate::Limits;
 use crate::handshake::{HelloDecoder, VerdictDecoder};
 use crate::http::oracle::{self, Verdict};

@@ -78,6 +78,11 @@ pub(crate) struct StatusCell {
 }
 
 impl StatusCell {
+    /// A status that starts as `Starting`.
+    pub(crate) fn new() -> Self {
+        Self { status: Mutex::new(ShareStatus::Starting), changed: Condvar::new() }
+    }
+
     pub(crate) fn set(&self, status: ShareStatus) {
         *lock(&self.status) = status;
         self.changed.notify_all();
@@ -105,8 +110,7 @@ impl<RT: Runtime> Share<RT> {
     /// Starts `aether share` on a new runtime; `report` receives its events and request lines.
     pub fn start(opts: ShareOptions, report: ReportFn) -> io::Result<Self> {
         let rt = RT::start(threads())?;
-        let status =
-            Arc::new(StatusCell { status: Mutex::new(ShareStatus::Starting), changed: Condvar::new() });
+        let status = Arc::new(StatusCell::new());
         let handle = rt.rt();
         handle.spawn(client::run(handle.clone(), opts, report, status.clone()));
         Ok(Self { status, rt })

@@ -131,6 +131,9 @@ pub trait Timer: Send + Unpin + 'static {
 mod client;
 mod handle;
 mod server;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod sim;
 pub mod sync;
 #[cfg(test)]
 mod testrt;
