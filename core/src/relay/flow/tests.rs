@@ -43,6 +43,7 @@ fn what_one_read_decoded_goes_out_together_before_the_next_read() {
     write_all(&mut flow);
     assert!(flow.started());
     assert_eq!(flow.want_read(), Some(READ_FIRST));
+    assert!(!flow.step(&mut buf), "a pump that asked to read is not stepped without one");
     assert_eq!(flow.finished(), None);
     buf.extend_from_slice(b"cde");
     flow.read(&mut buf, READ_FIRST, 3, Instant::now());
@@ -75,6 +76,8 @@ fn a_full_batch_is_written_before_the_pump_steps_on() {
     assert!(flow.step(&mut buf));
     assert_eq!(pieces(&flow).len(), BATCH);
     assert_eq!((flow.want_read(), flow.finished()), (None, None));
+    assert!(!flow.step(&mut buf), "a full batch is written before the pump steps again");
+    assert_eq!(pieces(&flow).len(), BATCH);
     write_all(&mut flow);
     assert_eq!(flow.want_read(), None, "the rest of this read is still to be stepped");
     assert!(flow.step(&mut buf));
