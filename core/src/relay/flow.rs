@@ -149,10 +149,11 @@ impl Flow {
     /// The sink took `n` bytes of the pending pieces. A write that takes none is a failure
     /// ([`write_failed`](Self::write_failed)), as `WriteZero` is today.
     pub fn wrote(&mut self, n: usize) {
-        debug_assert!(n > 0, "a write that took nothing is a failed write");
-        if n > 0 && self.pending() {
-            self.started = true;
-        }
+        debug_assert!(
+            n > 0 && self.pending(),
+            "a write that took nothing, or of nothing, is the caller's error"
+        );
+        self.started = true;
         self.batch.consume(n);
     }
 
@@ -160,11 +161,12 @@ impl Flow {
     /// from here, else the flow fails.
     pub fn write_failed(&mut self, now: Instant) {
         self.batch.clear();
+        // A flow that failed already stays failed: a drain set now is never read (no read is wanted).
         match self.budget {
-            Some(budget) if !matches!(self.at, At::Failed(_)) => {
+            Some(budget) => {
                 self.lost.get_or_insert(Drain::new(budget, now));
             }
-            _ => self.fail(FlowError::Write),
+            None => self.fail(FlowError::Write),
         }
     }
 
