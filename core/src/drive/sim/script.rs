@@ -8,14 +8,16 @@ use std::future::poll_fn;
 use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 
 use super::SimRt;
 use super::net::{self, SimStream};
-use crate::drive::Stream;
 use crate::drive::sync::lock;
+use crate::drive::time::Deadline;
 use crate::drive::wire::{read_some, write_all};
+use crate::drive::{Rt, Stream};
 
 /// One request of a visitor.
 #[derive(Debug, Clone)]
@@ -218,8 +220,19 @@ pub async fn visit(rt: SimRt, port: u16, tunnel: String, v: usize, script: Visit
             if let At::Sent(turns) = l.at {
                 // Once the server has read it all (and, so, checked out), a few turns more: the
                 // leave lands around the grant.
-                while !s.sent_all_read() {
-                    yield_now().await;
+                // Waited for by turns, then in virtual milliseconds: a request queued behind
+                // others is read only once it is granted, which may take time to pass (a spin
+                // would hold the clock still), and never past its queue deadline.
+                let give_up = rt.now() + Duration::from_secs(40);
+                let (mut clock, mut spins) = (Deadline::default(), 0);
+                while !s.sent_all_read() && rt.now() < give_up {
+                    if spins < 64 {
+                        spins += 1;
+                        yield_now().await;
+                    } else {
+                        clock.set(&rt, Some(rt.now() + Duration::from_millis(1)));
+                        clock.passed(&rt).await;
+                    }
                 }
                 for _ in 0..turns % 4 {
                     yield_now().await;

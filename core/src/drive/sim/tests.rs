@@ -139,3 +139,14 @@ fn committed_seeds_are_the_fixed_inputs() {
         assert_eq!(ops::drive_ops(data), expected_counts(name), "seed {name}")
     });
 }
+
+/// Found by the fuzzer: a visitor waiting for the server to read its request spun without letting
+/// virtual time pass, while the request it waited on was queued until time passed.
+#[test]
+fn a_visitor_waiting_for_its_request_to_be_read_lets_time_pass() {
+    let data = [
+        57, 105, 109, 13, 10, 0, 0, 132, 0, 0, 0, 36, 0, 36, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 5, 36, 0, 0, 0, 5,
+        4, 0, 0, 139, 0, 0, 0, 0, 0, 0, 0, 0, 5, 36, 0, 1, 9, 5,
+    ];
+    ops::drive_ops(&data);
+}
