@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::handshake::{Hello, Verdict};
 use crate::id::{Token, TunnelId};
+use crate::idmap::IdMap;
 use crate::limits::Limits;
 use crate::pool::{Checkout, Pool};
 use crate::registry::{Presence, Registry};
@@ -311,8 +312,8 @@ pub struct Hub {
     now: Instant,
     registry: Registry,
     pools: HashMap<TunnelId, Pool>,
-    conns: HashMap<ConnId, TunnelId>,
-    waiters: HashMap<WaiterId, WaiterEntry>,
+    conns: IdMap<ConnId, TunnelId>,
+    waiters: IdMap<WaiterId, WaiterEntry>,
     /// (deadline, waiter) for every queued waiter with a finite deadline.
     deadlines: BTreeSet<(Instant, WaiterId)>,
     /// (until, tunnel) for each tunnel whose last connection was retired: its replacement is awaited.
@@ -328,8 +329,8 @@ impl Hub {
             config,
             now,
             pools: HashMap::new(),
-            conns: HashMap::new(),
-            waiters: HashMap::new(),
+            conns: IdMap::default(),
+            waiters: IdMap::default(),
             deadlines: BTreeSet::new(),
             replacing: BTreeSet::new(),
             out: VecDeque::new(),

@@ -91,6 +91,7 @@ pub mod handshake;
 pub mod http;
 pub mod hub;
 pub mod id;
+pub mod idmap;
 pub mod limits;
 pub mod options;
 pub mod pool;

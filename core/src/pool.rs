@@ -19,9 +19,11 @@
 //! alone). Ids are opaque numbers the adapter allocates; the pool never sees a
 //! socket.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Instant;
+
+use crate::idmap::IdSet;
 
 /// A tunnel connection, named by the adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,14 +80,20 @@ pub struct Pool {
     max_conn: usize,
     max_waiters: usize,
     idle: VecDeque<ConnId>,
-    busy: HashSet<ConnId>,
+    busy: IdSet<ConnId>,
     waiters: VecDeque<Waiter>,
 }
 
 impl Pool {
     /// An empty pool of at most `max_conn` connections and `max_waiters` queued requests.
     pub fn new(max_conn: usize, max_waiters: usize) -> Self {
-        Self { max_conn, max_waiters, idle: VecDeque::new(), busy: HashSet::new(), waiters: VecDeque::new() }
+        Self {
+            max_conn,
+            max_waiters,
+            idle: VecDeque::new(),
+            busy: IdSet::default(),
+            waiters: VecDeque::new(),
+        }
     }
 
     /// Connections held, idle or busy.
@@ -220,11 +228,11 @@ impl Pool {
     pub(crate) fn check_invariants(&self) {
         assert!(self.len() <= self.max_conn, "{} connections, max {}", self.len(), self.max_conn);
         assert!(self.waiters.len() <= self.max_waiters, "queue over its bound");
-        let idle: HashSet<_> = self.idle.iter().collect();
+        let idle: IdSet<_> = self.idle.iter().collect();
         assert_eq!(idle.len(), self.idle.len(), "a connection is idle twice");
         assert!(idle.iter().all(|c| !self.busy.contains(c)), "a connection is both idle and busy");
         assert!(self.waiters.is_empty() || self.idle.is_empty(), "waiters queued beside an idle connection");
-        let ids: HashSet<_> = self.waiters.iter().map(|w| w.id).collect();
+        let ids: IdSet<_> = self.waiters.iter().map(|w| w.id).collect();
         assert_eq!(ids.len(), self.waiters.len(), "a waiter is queued twice");
     }
 }

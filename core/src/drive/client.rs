@@ -11,7 +11,7 @@
 //! the supervisor says when to register, dial and redial; [`relay`](crate::relay) and
 //! [`front`](crate::front) say what each exchange means.
 
-use std::collections::HashMap;
+use crate::idmap::IdMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -43,8 +43,8 @@ pub(crate) async fn run<R: Rt>(rt: R, opts: ShareOptions, report: ReportFn, stat
     let inbox = Mailbox::default();
     let seed = u64::from_le_bytes(rt.entropy()[..8].try_into().unwrap_or_default());
     let mut sup = Supervisor::new(rt.now(), opts.client_config(seed));
-    let mut calls: HashMap<RegisterId, Abort> = HashMap::new();
-    let mut conns: HashMap<SlotId, Abort> = HashMap::new();
+    let mut calls: IdMap<RegisterId, Abort> = IdMap::default();
+    let mut conns: IdMap<SlotId, Abort> = IdMap::default();
     let mut clock = Deadline::default();
     loop {
         while let Some(out) = sup.poll() {

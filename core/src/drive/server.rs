@@ -11,7 +11,7 @@
 //!  line:    hello ─▶ verdict ─▶ idle ─bell: Grant─▶ lent ─Back─▶ idle / Retired / ConnClosed
 //! ```
 
-use std::collections::HashMap;
+use crate::idmap::IdMap;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -75,12 +75,12 @@ enum Mail {
 
 /// What the hub's outputs are delivered to.
 struct Routes<S> {
-    verdicts: HashMap<ConnId, Sender<(Verdict, bool)>>,
+    verdicts: IdMap<ConnId, Sender<(Verdict, bool)>>,
     /// Wakes an idle tunnel connection's task (a few bytes each, where a channel would cost a block).
-    bells: HashMap<ConnId, Arc<Bell>>,
+    bells: IdMap<ConnId, Arc<Bell>>,
     /// What the hub left for a tunnel connection's task, read when its bell rings.
-    mail: HashMap<ConnId, Mail>,
-    waiters: HashMap<WaiterId, Sender<Result<Lease<S>, Refusal>>>,
+    mail: IdMap<ConnId, Mail>,
+    waiters: IdMap<WaiterId, Sender<Result<Lease<S>, Refusal>>>,
     next_id: u64,
 }
 
@@ -108,10 +108,10 @@ impl<R: Rt> Shared<R> {
     fn new(rt: R, opts: &ServeOptions, tunnel_port: u16, local: String, log: fn(&ServerEvent)) -> Self {
         let hub = Hub::new(opts.server_config(tunnel_port), rt.now());
         let routes = Routes {
-            verdicts: HashMap::new(),
-            bells: HashMap::new(),
-            mail: HashMap::new(),
-            waiters: HashMap::new(),
+            verdicts: IdMap::default(),
+            bells: IdMap::default(),
+            mail: IdMap::default(),
+            waiters: IdMap::default(),
             next_id: 0,
         };
         Self {

@@ -3,7 +3,8 @@
 use bytes::{Bytes, BytesMut};
 
 use super::chunked::Chunked;
-use super::head::{BodyKind, Head, HeadScan, Method, RequestInfo};
+use super::head::{BodyKind, Head, Method, RequestInfo};
+use super::scan::HeadScan;
 use super::{FrameError, Role};
 use crate::limits::Limits;
 

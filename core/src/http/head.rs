@@ -1,10 +1,8 @@
-//! A message head: found incrementally, parsed once, framing facts read off.
+//! A message head: parsed once, framing facts read off.
 //!
-//! [`HeadScan`] looks for the blank line that ends a head, line by line,
-//! remembering where it stopped, so a head that arrives a byte at a time costs
-//! O(n) and not O(n²). It enforces the size limits and the line-ending rules
-//! before httparse ever runs. [`Head::parse`] then calls httparse once and
-//! records what framing needs; everything else stays in the raw bytes.
+//! Once [`HeadScan`](super::scan::HeadScan) has found the blank line that ends a head (and
+//! enforced the size and line rules), [`Head::parse`] calls httparse once and records what
+//! framing needs; everything else stays in the raw bytes.
 
 use std::mem::MaybeUninit;
 
@@ -165,10 +163,8 @@ impl Head {
     /// Parses a complete head (blank line included) and applies the framing rules of `role`.
     pub fn parse(raw: Bytes, role: Role, limits: &Limits) -> Result<Head, FrameError> {
         let n = limits.header_slots();
-        // Requests parse into uninitialised slots; responses (httparse has no such call for them)
-        // into slots filled only when a response is parsed.
-        let mut request_slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
-        let mut response_slots;
+        // Uninitialised slots: filling 256 of them would cost more than parsing a small head.
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
         let mut head = Head {
             raw: raw.clone(),
             version: Version::Http11,
@@ -188,7 +184,7 @@ impl Head {
         let (version, headers) = match role {
             Role::Request => {
                 let mut req = httparse::Request::new(&mut []);
-                complete(req.parse_with_uninit_headers(&raw, &mut request_slots[..n]), raw.len())?;
+                complete(req.parse_with_uninit_headers(&raw, &mut slots[..n]), raw.len())?;
                 // A complete parse always has a method and a target; their absence is refused, not defaulted.
                 let (Some(method), Some(path)) = (req.method, req.path) else {
                     return Err(FrameError::InvalidStartLine);
@@ -203,9 +199,13 @@ impl Head {
                 (req.version, req.headers)
             }
             Role::Response => {
-                response_slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
-                let mut resp = httparse::Response::new(&mut response_slots[..n]);
-                complete(resp.parse(&raw), raw.len())?;
+                let mut resp = httparse::Response::new(&mut []);
+                let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                    &mut resp,
+                    &raw,
+                    &mut slots[..n],
+                );
+                complete(parsed, raw.len())?;
                 head.status = resp.code.ok_or(FrameError::InvalidStartLine)?;
                 (resp.version, resp.headers)
             }
@@ -357,77 +357,6 @@ impl Framing {
             return Ok(if chunked { BodyKind::Chunked } else { BodyKind::UntilClose });
         }
         Ok(self.length.map_or(BodyKind::UntilClose, BodyKind::Length))
-    }
-}
-
-/// Finds the end of a head, incrementally, enforcing size and line rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct HeadScan {
-    /// Bytes already examined.
-    scanned: usize,
-    /// Where the current line starts.
-    line_start: usize,
-    /// The start line has ended.
-    seen_start: bool,
-    /// Header lines seen.
-    fields: usize,
-}
-
-impl HeadScan {
-    /// Examines new bytes of `buf`; `Some(len)` once the head (blank line included) is `buf[..len]`.
-    pub(crate) fn scan(
-        &mut self,
-        buf: &[u8],
-        role: Role,
-        limits: &Limits,
-    ) -> Result<Option<usize>, FrameError> {
-        let strict = role == Role::Request;
-        let window = buf.len().min(limits.max_head);
-        while self.scanned < window {
-            let i = self.scanned;
-            self.scanned += 1;
-            let b = buf[i];
-            if b != b'\n' {
-                continue;
-            }
-            let has_cr = i > self.line_start && buf[i - 1] == b'\r';
-            let content_end = if has_cr { i - 1 } else { i };
-            let line = &buf[self.line_start..content_end];
-            // Judged before the line ending, as the partial check below must be: same verdict at any split.
-            if strict && !self.seen_start && line.len() > limits.max_request_line {
-                return Err(FrameError::RequestLineTooLong);
-            }
-            if strict && !has_cr {
-                return Err(FrameError::BareLf);
-            }
-            self.line_start = i + 1;
-            if line.is_empty() {
-                if self.seen_start {
-                    return Ok(Some(i + 1));
-                }
-                continue; // RFC 9112 §2.2: empty lines before the start line are skipped.
-            }
-            if !self.seen_start {
-                self.seen_start = true;
-            } else if line[0] == b' ' || line[0] == b'\t' {
-                return Err(FrameError::ObsFold);
-            } else {
-                self.fields += 1;
-                if self.fields > limits.header_slots() {
-                    return Err(FrameError::TooManyHeaders);
-                }
-            }
-        }
-        // The start line so far (empty lines before it were passed over); +1: the CR of a line
-        // exactly at the limit may already be here.
-        if strict && !self.seen_start && self.scanned - self.line_start > limits.max_request_line + 1 {
-            return Err(FrameError::RequestLineTooLong);
-        }
-        // No blank line within the first `max_head` bytes: the head is over the limit.
-        if buf.len() >= limits.max_head {
-            return Err(FrameError::HeadTooLarge);
-        }
-        Ok(None)
     }
 }
 

@@ -34,6 +34,7 @@ mod head;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod oracle;
 pub mod rewrite;
+mod scan;
 
 pub use decode::{Decoder, Frame};
 pub use error::FrameError;
