@@ -5,7 +5,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,8 @@ pub struct Load {
     pub wrong_bodies: usize,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Good requests in each whole second of the run, in order (a slow start shows here).
+    pub per_second: Vec<u64>,
 }
 
 impl Load {
@@ -44,6 +46,7 @@ impl Load {
         self.non_2xx += other.non_2xx;
         self.wrong_bodies += other.wrong_bodies;
         self.elapsed += other.elapsed;
+        self.per_second.extend(other.per_second);
     }
 
     /// Good requests per second.
@@ -177,16 +180,17 @@ fn parse_reply(head: &[u8]) -> Option<Reply> {
 /// `c` keep-alive connections sending `GET /hello?<tag>` for `time`, each reply checked.
 pub fn hello(target: &Target, c: usize, time: Duration) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..c)
         .map(|i| {
-            let (target, stop) = (target.clone(), stop.clone());
-            thread::spawn(move || client(&target, i, &stop))
+            let (target, stop, done) = (target.clone(), stop.clone(), done.clone());
+            thread::spawn(move || client(&target, i, &stop, &done))
         })
         .collect();
-    thread::sleep(time);
+    let per_second = count_seconds(started, time, &done);
     stop.store(true, Ordering::Relaxed);
-    let mut total = Load { elapsed: started.elapsed(), ..Load::default() };
+    let mut total = Load { elapsed: started.elapsed(), per_second, ..Load::default() };
     for w in workers {
         let one = w.join().unwrap_or_else(|_| Load { errors: 1, ..Load::default() });
         total.latencies.extend(one.latencies);
@@ -198,7 +202,21 @@ pub fn hello(target: &Target, c: usize, time: Duration) -> Load {
     total
 }
 
-fn client(target: &Target, worker: usize, stop: &AtomicBool) -> Load {
+/// Waits out `time` from `started`, reading `done` at each whole second: the requests of each.
+fn count_seconds(started: Instant, time: Duration, done: &AtomicU64) -> Vec<u64> {
+    let mut per_second = Vec::new();
+    let mut last = 0;
+    for s in 1..=time.as_secs() {
+        thread::sleep((started + Duration::from_secs(s)).saturating_duration_since(Instant::now()));
+        let now = done.load(Ordering::Relaxed);
+        per_second.push(now - last);
+        last = now;
+    }
+    thread::sleep((started + time).saturating_duration_since(Instant::now()));
+    per_second
+}
+
+fn client(target: &Target, worker: usize, stop: &AtomicBool, done: &AtomicU64) -> Load {
     let mut out = Load::default();
     let mut conn: Option<Conn> = None;
     let mut request = Vec::with_capacity(256);
@@ -231,6 +249,7 @@ fn client(target: &Target, worker: usize, stop: &AtomicBool) -> Load {
             Ok((status, body)) if (200..300).contains(&status) => {
                 if body == expect.as_slice() {
                     out.latencies.push(t.elapsed().as_nanos() as u64);
+                    done.fetch_add(1, Ordering::Relaxed);
                 } else {
                     out.wrong_bodies += 1;
                     conn = None;

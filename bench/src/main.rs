@@ -13,6 +13,7 @@
 //! or `--runtime tokio|smol` measure a subset, `--rounds N` splits each figure's time into N rounds.
 //! Exits non-zero if aether or the origin showed an error or a wrong body; never on speed.
 
+mod external;
 mod idle;
 mod load;
 mod origin;
@@ -47,14 +48,17 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let external = args.iter().any(|a| a == "--external");
     let config = Config {
         quick,
         time: Duration::from_secs(if quick { 1 } else { 10 }),
-        rounds: arg_value(&args, "--rounds").and_then(|r| r.parse().ok()).unwrap_or(if quick {
-            1
-        } else {
-            5
-        }),
+        rounds: arg_value(&args, "--rounds").and_then(|r| r.parse().ok()).unwrap_or(
+            match (quick, external) {
+                (true, _) => 1,
+                (false, true) => 3,
+                (false, false) => 5,
+            },
+        ),
         big: if quick { 8 << 20 } else { 100 << 20 },
         tunnels: if quick { 50 } else { 1000 },
         scale_cap: if quick { 100 } else { 10_000 },
@@ -78,13 +82,27 @@ fn main() {
     };
     let config = Config { tunnels: fit_tunnels(config.tunnels, idle::CONNS), ..config };
 
-    let big = Arc::new(origin::Payload::new(config.big));
-    let origin = match origin::start(big.clone()) {
-        Ok(port) => port,
-        Err(e) => {
-            eprintln!("aether-bench: cannot start the origin: {e}");
-            std::process::exit(2);
+    // The external mode's origin is nginx; the in-process one serves the payload otherwise.
+    let (nginx, big) = if external {
+        match external::nginx() {
+            Ok(nginx) => (Some(nginx), Arc::new(origin::Payload::new(0))),
+            Err(e) => {
+                eprintln!("aether-bench: cannot start nginx: {e}");
+                std::process::exit(2);
+            }
         }
+    } else {
+        (None, Arc::new(origin::Payload::new(config.big)))
+    };
+    let origin = match &nginx {
+        Some(nginx) => nginx.port,
+        None => match origin::start(big.clone()) {
+            Ok(port) => port,
+            Err(e) => {
+                eprintln!("aether-bench: cannot start the origin: {e}");
+                std::process::exit(2);
+            }
+        },
     };
     // Every system up at once (idle ones cost nothing), measured in interleaved rounds.
     let mut live = Vec::new();
@@ -101,44 +119,67 @@ fn main() {
         }
     }
     eprintln!("aether-bench: measuring {} systems in {} interleaved rounds", live.len(), config.rounds);
-    measure(&mut live, &config, &big);
+    match &nginx {
+        // A wrk window of 10 s (2 in --quick) at c=32 in each round, 5 s (1) at c=1.
+        Some(nginx) => {
+            let (c1, c32) = if config.quick { (1, 2) } else { (5, 10) };
+            let (c1, c32) = (Duration::from_secs(c1), Duration::from_secs(c32));
+            external::measure(&mut live, nginx, config.rounds.max(1), c1, c32);
+        }
+        None => measure(&mut live, &config, &big),
+    }
     // Stopped before the idle figures, which start fresh servers of their own.
     outcomes.extend(live.into_iter().map(|(outcome, _)| outcome));
     outcomes.sort_by_key(|o| System::ALL.iter().position(|s| *s == o.system));
     for outcome in &mut outcomes {
-        if let (System::Aether(rt), None) = (outcome.system, &outcome.unavailable) {
+        if let (System::Aether(rt), None, false) = (outcome.system, &outcome.unavailable, external) {
             eprintln!("aether-bench: idle tunnels on aether-{rt}");
             idle_figures(&bins, rt, config.tunnels, config.scale_cap, outcome);
         }
     }
 
-    let header = format!(
-        "aether-bench, {} mode, {}: {} s per figure, {} MiB bulk, N = {} idle tunnels; {}",
-        if config.quick { "quick" } else { "full" },
-        shell(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
-        config.time.as_secs(),
-        config.big >> 20,
-        config.tunnels,
-        machine(),
-    );
+    let mode = match (external, config.quick) {
+        (true, true) => "external quick",
+        (true, false) => "external",
+        (false, true) => "quick",
+        (false, false) => "full",
+    };
+    let header = if external {
+        format!(
+            "aether-bench, {mode} mode (wrk -t1, nginx origin), {}: {} rounds of a c=1 and a c=32 window; {}",
+            shell(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
+            config.rounds.max(1),
+            machine(),
+        )
+    } else {
+        format!(
+            "aether-bench, {mode} mode, {}: {} s per figure, {} MiB bulk, N = {} idle tunnels; {}",
+            shell(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
+            config.time.as_secs(),
+            config.big >> 20,
+            config.tunnels,
+            machine(),
+        )
+    };
     let table = report::markdown(&outcomes, &header, config.tunnels);
     println!("{table}");
     let meta = json!({
         "date": shell(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         "machine": machine(),
-        "mode": if config.quick { "quick" } else { "full" },
+        "mode": mode,
         "seconds_per_figure": config.time.as_secs(),
         "bulk_bytes": config.big,
         "idle_tunnels": config.tunnels,
         "connections_per_idle_tunnel": 10,
     });
     let doc = report::json(&outcomes, meta);
-    let written = std::fs::write(out_dir.join("results.md"), &table).and_then(|()| {
+    let stem = if external { "results-external" } else { "results" };
+    let written = std::fs::write(out_dir.join(format!("{stem}.md")), &table).and_then(|()| {
         let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        std::fs::write(out_dir.join("results.json"), text + "\n")
+        std::fs::write(out_dir.join(format!("{stem}.json")), text + "\n")
     });
     match written {
-        Ok(()) => eprintln!("aether-bench: wrote {0}/results.md and {0}/results.json", out_dir.display()),
+        Ok(()) => eprintln!("aether-bench: wrote {0}/{stem}.md and {0}/{stem}.json", out_dir.display()),
         Err(e) => eprintln!("aether-bench: cannot write results to {}: {e}", out_dir.display()),
     }
 
@@ -161,6 +202,8 @@ struct Tally {
     c32: load::Load,
     /// Requests/s of each c=32 round.
     rps: Vec<f64>,
+    /// Requests in each second of each c=32 round.
+    seconds: Vec<Vec<u64>>,
     /// CPU of the tunnel's processes over the c=32 rounds; `None` if not known.
     cpu: Option<systems::Cpu>,
     downloads: Vec<load::Bulk>,
@@ -173,6 +216,7 @@ impl Default for Tally {
             c1: load::Load::default(),
             c32: load::Load::default(),
             rps: Vec::new(),
+            seconds: Vec::new(),
             cpu: Some(systems::Cpu::default()),
             downloads: Vec::new(),
             uploads: Vec::new(),
@@ -199,21 +243,18 @@ fn measure(live: &mut [(Outcome, systems::Running)], config: &Config, big: &orig
             tally.c1.absorb(load::hello(&running.target, 1, window));
         }
     }
-    let cpu = |pids: &[u32]| pids.iter().map(|&p| systems::cpu_secs(p)).sum::<Option<systems::Cpu>>();
     for _ in 0..rounds {
         for ((_, running), tally) in live.iter().zip(&mut tallies) {
             let pids = running.pids();
-            let before = cpu(&pids);
+            let before = systems::cpu_of(&pids);
             let round = load::hello(&running.target, 32, window);
-            let after = cpu(&pids);
+            let after = systems::cpu_of(&pids);
             tally.cpu = match (tally.cpu, before, after) {
-                (Some(u), Some(a), Some(b)) if !pids.is_empty() => Some(systems::Cpu {
-                    user: u.user + b.user - a.user,
-                    kernel: u.kernel + b.kernel - a.kernel,
-                }),
+                (Some(u), Some(a), Some(b)) if !pids.is_empty() => Some(u.plus(a, b)),
                 _ => None,
             };
             tally.rps.push(round.rps());
+            tally.seconds.push(round.per_second.clone());
             tally.c32.absorb(round);
         }
     }
@@ -235,6 +276,8 @@ fn measure(live: &mut [(Outcome, systems::Running)], config: &Config, big: &orig
         f.insert("requests_c1", c1.latencies.len() as f64);
         f.insert("rps_c32", load::middle(&mut tally.rps).unwrap_or(f64::NAN));
         f.insert("p99_ms_c32", c32.percentile_ms(0.99));
+        report::per_second(outcome, &tally.seconds);
+        let f = &mut outcome.figures;
         f.insert("requests_c32", c32.latencies.len() as f64);
         if let Some(used) = tally.cpu
             && !c32.latencies.is_empty()

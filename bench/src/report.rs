@@ -39,6 +39,7 @@ pub const FIGURES: &[Figure] = &[
     fig("p50_ms_c1", "latency p50, c=1 (ms)", 3, Better::Lower),
     fig("p99_ms_c1", "latency p99, c=1 (ms)", 3, Better::Lower),
     fig("rps_c32", "requests/s, c=32", 0, Better::Higher),
+    fig("rps_c32_first_s", "requests/s, c=32, first second of a window", 0, Better::Higher),
     fig("p99_ms_c32", "latency p99, c=32 (ms)", 3, Better::Lower),
     fig("failures", "errors + non-2xx + wrong bodies", 0, Better::Neither),
     fig("download_mb_s", "bulk download (MB/s)", 0, Better::Higher),
@@ -75,6 +76,19 @@ impl Outcome {
     }
 }
 
+/// The per-second rates of the c=32 rounds: the median first second as a figure, every second as a note.
+pub fn per_second(outcome: &mut Outcome, rounds: &[Vec<u64>]) {
+    let mut firsts: Vec<f64> = rounds.iter().filter_map(|r| r.first()).map(|&n| n as f64).collect();
+    if let Some(first) = crate::load::middle(&mut firsts) {
+        outcome.figures.insert("rps_c32_first_s", first);
+    }
+    if rounds.iter().any(|r| !r.is_empty()) {
+        let shown: Vec<String> =
+            rounds.iter().map(|r| r.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")).collect();
+        outcome.notes.push(format!("c=32 requests in each second, by round: [{}]", shown.join("] [")));
+    }
+}
+
 fn best_peer(outcomes: &[Outcome], f: &Figure) -> Option<f64> {
     let peers = outcomes.iter().filter(|o| o.system.is_peer()).filter_map(|o| o.figures.get(f.key).copied());
     match f.better {
@@ -98,7 +112,7 @@ pub fn markdown(outcomes: &[Outcome], header: &str, n_tunnels: usize) -> String 
     out += &" --- |".repeat(outcomes.len());
     out += "\n";
     let direct = outcomes.iter().find(|o| o.system == System::Direct);
-    for f in FIGURES {
+    for f in FIGURES.iter().filter(|f| outcomes.iter().any(|o| o.figures.contains_key(f.key))) {
         let label =
             f.label.replace("N×10", &(n_tunnels * 10).to_string()).replace(" N ", &format!(" {n_tunnels} "));
         out += &format!("| {label} |");

@@ -62,7 +62,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(cmd: &mut Command) -> Result<Proc, String> {
+    /// Starts `cmd`; the error names the program.
+    pub fn spawn(cmd: &mut Command) -> Result<Proc, String> {
         let program = cmd.get_program().to_string_lossy().into_owned();
         cmd.spawn().map(|child| Proc { child }).map_err(|e| format!("cannot start {program}: {e}"))
     }
@@ -409,6 +410,18 @@ pub struct Cpu {
     pub user: f64,
     /// In the kernel (system calls, TCP).
     pub kernel: f64,
+}
+
+impl Cpu {
+    /// This plus what was used between the readings `before` and `after`.
+    pub fn plus(self, before: Cpu, after: Cpu) -> Cpu {
+        Cpu { user: self.user + after.user - before.user, kernel: self.kernel + after.kernel - before.kernel }
+    }
+}
+
+/// CPU used so far by all of `pids`; `None` if one cannot be read.
+pub fn cpu_of(pids: &[u32]) -> Option<Cpu> {
+    pids.iter().map(|&p| cpu_secs(p)).sum()
 }
 
 impl std::iter::Sum for Cpu {
